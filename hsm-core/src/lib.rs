@@ -1,0 +1,20 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+mod algorithm;
+mod attestation;
+mod error;
+mod key;
+mod registration_id;
+mod sas;
+mod secret;
+pub mod signature;
+
+pub use algorithm::{KeyAlgorithm, SignatureScheme};
+pub use attestation::{SymmetricKeyAttestation, TpmAttestation, X509Attestation};
+pub use error::{DeviceError, Error};
+pub use key::KeyHandle;
+pub use registration_id::{MAX_CN_LEN, MAX_REGISTRATION_ID_LEN, RegistrationId, tpm_registration_id};
+pub use rustls_pki_types::CertificateDer;
+pub use sas::{Expiry, ResourceEncoding, SasToken, SasTokenBuilder};
+pub use secret::{SecretBytes, SecretString};
