@@ -1,1 +1,13 @@
-//! x
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+mod certificate;
+mod error;
+mod identity;
+mod key;
+mod pem;
+
+pub use certificate::load_certificates;
+pub use error::Error;
+pub use identity::{X509Identity, X509IdentityBuilder};
+pub use key::SoftwareKey;
