@@ -1,1 +1,10 @@
-//! x
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+mod config;
+mod error;
+mod signing;
+
+pub use config::TlsIdentity;
+pub use error::Error;
+pub use signing::{HsmSigningKey, to_rustls_scheme};
