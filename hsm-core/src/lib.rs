@@ -5,6 +5,8 @@ mod algorithm;
 mod attestation;
 mod error;
 mod key;
+#[cfg(feature = "rcgen")]
+mod rcgen_signer;
 mod registration_id;
 mod sas;
 mod secret;
@@ -14,6 +16,8 @@ pub use algorithm::{KeyAlgorithm, SignatureScheme};
 pub use attestation::{SymmetricKeyAttestation, TpmAttestation, X509Attestation};
 pub use error::{DeviceError, Error};
 pub use key::KeyHandle;
+#[cfg(feature = "rcgen")]
+pub use rcgen_signer::RcgenSigner;
 pub use registration_id::{MAX_CN_LEN, MAX_REGISTRATION_ID_LEN, RegistrationId, tpm_registration_id};
 pub use rustls_pki_types::CertificateDer;
 pub use sas::{Expiry, ResourceEncoding, SasToken, SasTokenBuilder};

@@ -1,1 +1,90 @@
-//! x
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+pub mod checks;
+pub mod pki;
+pub mod tls;
+pub mod tools;
+pub mod verify;
+
+use std::sync::Arc;
+
+use hsm_core::{CertificateDer, KeyHandle};
+
+/// What a driver hands the conformance suite: a key handle with its certificate chain, the root
+/// that chain leads to, and the secrets that must never show up in `Debug` output.
+#[derive(Debug)]
+pub struct Subject {
+    /// A short name for messages, e.g. `"hsm-x509 P-256"`.
+    pub name: String,
+    /// The handle under test.
+    pub key: Arc<dyn KeyHandle>,
+    /// The handle's certificate chain, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The root certificate the chain leads to (the TLS test servers trust it for clients).
+    pub trust_anchor: CertificateDer<'static>,
+    /// Text that must never appear in `Debug` output: PEM body lines of the private key,
+    /// passphrases, PINs, hex or base64 of secret bytes.
+    pub secrets: Vec<String>,
+    /// `Debug` renderings of the driver's other objects (its attestation, its builder, ...), also
+    /// checked for `secrets`.
+    pub debug_views: Vec<String>,
+}
+
+/// Instantiates the whole conformance suite as `#[test]` functions, one per check, for a
+/// factory expression of type `fn() -> Subject` (a function path or a closure).
+///
+/// ```ignore
+/// mod p256 {
+///     hsm_testkit::conformance_tests!(|| crate::subject("p256"));
+/// }
+/// ```
+#[macro_export]
+macro_rules! conformance_tests {
+    ($factory:expr) => {
+        #[test]
+        fn sign_round_trip_every_scheme() {
+            $crate::checks::sign_round_trip(&($factory)());
+        }
+        #[test]
+        fn public_key_matches_leaf() {
+            $crate::checks::public_key_matches_leaf(&($factory)());
+        }
+        #[test]
+        fn certificate_signed_through_handle_verifies() {
+            $crate::checks::certificate_through_handle(&($factory)());
+        }
+        #[test]
+        fn csr_signed_through_handle_verifies() {
+            $crate::checks::csr_through_handle(&($factory)());
+        }
+        #[test]
+        fn tls13_mutual_auth_rustls_server() {
+            $crate::checks::tls_rustls(&($factory)(), $crate::tls::Version::Tls13);
+        }
+        #[test]
+        fn tls12_mutual_auth_rustls_server() {
+            $crate::checks::tls_rustls(&($factory)(), $crate::tls::Version::Tls12);
+        }
+        #[test]
+        fn tls13_mutual_auth_openssl_s_server() {
+            $crate::checks::tls_openssl(&($factory)(), $crate::tls::Version::Tls13);
+        }
+        #[test]
+        fn tls12_mutual_auth_openssl_s_server() {
+            $crate::checks::tls_openssl(&($factory)(), $crate::tls::Version::Tls12);
+        }
+        #[test]
+        fn concurrent_signing_8_threads() {
+            $crate::checks::concurrent_signing(&($factory)());
+        }
+        #[test]
+        fn unsupported_schemes_are_typed_errors() {
+            $crate::checks::unsupported_schemes(&($factory)());
+        }
+        #[test]
+        fn debug_output_is_redacted() {
+            $crate::checks::debug_redacted(&($factory)());
+        }
+    };
+}
