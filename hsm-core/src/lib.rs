@@ -18,7 +18,9 @@ pub use error::{DeviceError, Error};
 pub use key::KeyHandle;
 #[cfg(feature = "rcgen")]
 pub use rcgen_signer::RcgenSigner;
-pub use registration_id::{MAX_CN_LEN, MAX_REGISTRATION_ID_LEN, RegistrationId, tpm_registration_id};
+pub use registration_id::{
+    MAX_CN_LEN, MAX_REGISTRATION_ID_LEN, RegistrationId, tpm_registration_id,
+};
 pub use rustls_pki_types::CertificateDer;
 pub use sas::{Expiry, ResourceEncoding, SasToken, SasTokenBuilder};
 pub use secret::{SecretBytes, SecretString};

@@ -81,7 +81,11 @@ impl rcgen::PublicKeyData for RcgenSigner {
 impl rcgen::SigningKey for RcgenSigner {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
         self.key.sign(self.scheme, message).map_err(|e| {
-            log::warn!("certificate signature with {} failed: {e}: {:?}", self.scheme, std::error::Error::source(&e));
+            log::warn!(
+                "certificate signature with {} failed: {e}: {:?}",
+                self.scheme,
+                std::error::Error::source(&e)
+            );
             rcgen::Error::RemoteKeyError
         })
     }

@@ -154,7 +154,9 @@ mod tests {
             let err = RegistrationId::new(id).unwrap_err().to_string();
             assert!(err.contains(reason), "{id:?}: {err}");
         }
-        let err = RegistrationId::new("a".repeat(129)).unwrap_err().to_string();
+        let err = RegistrationId::new("a".repeat(129))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("129 characters"), "{err}");
     }
 
@@ -170,8 +172,16 @@ mod tests {
 
     #[test]
     fn common_name_limit() {
-        assert!(RegistrationId::new("a".repeat(64)).unwrap().fits_common_name());
-        assert!(!RegistrationId::new("a".repeat(65)).unwrap().fits_common_name());
+        assert!(
+            RegistrationId::new("a".repeat(64))
+                .unwrap()
+                .fits_common_name()
+        );
+        assert!(
+            !RegistrationId::new("a".repeat(65))
+                .unwrap()
+                .fits_common_name()
+        );
     }
 
     #[test]

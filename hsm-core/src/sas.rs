@@ -245,7 +245,10 @@ mod tests {
             .expiry(Expiry::At(1_700_000_000))
             .sign(hmac_with(b"secret-key"))
             .unwrap();
-        assert_eq!(token.expose(), include_str!("../tests/data/sas-lowercase.txt").trim());
+        assert_eq!(
+            token.expose(),
+            include_str!("../tests/data/sas-lowercase.txt").trim()
+        );
     }
 
     #[test]
@@ -256,7 +259,10 @@ mod tests {
             .expiry(Expiry::At(1_700_000_000))
             .sign(hmac_with(b"secret-key"))
             .unwrap();
-        assert_eq!(token.expose(), include_str!("../tests/data/sas-plain.txt").trim());
+        assert_eq!(
+            token.expose(),
+            include_str!("../tests/data/sas-plain.txt").trim()
+        );
     }
 
     #[test]
@@ -275,13 +281,20 @@ mod tests {
         assert_eq!(seen, to_sign.as_bytes());
         assert!(token.expose().ends_with("&se=42"), "{}", token.expose());
         // base64 of 0xfb.. contains '+' and '/' and '=', all of which must be encoded.
-        assert!(token.expose().contains("sig=%2B%2Fv7"), "{}", token.expose());
+        assert!(
+            token.expose().contains("sig=%2B%2Fv7"),
+            "{}",
+            token.expose()
+        );
         assert!(token.expose().contains("%3D&se=42"), "{}", token.expose());
     }
 
     #[test]
     fn computed_expiry_is_in_the_future() {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         let token = SasTokenBuilder::new("r")
             .expiry(Expiry::In(Duration::from_secs(600)))
             .sign(|_| Ok([0; 32]))
@@ -296,9 +309,18 @@ mod tests {
             Err(Error::InvalidSasToken { .. })
         ));
         let failing = SasTokenBuilder::new("r").sign(|_| {
-            Err(Error::device("hmac", std::io::Error::other("token removed")))
+            Err(Error::device(
+                "hmac",
+                std::io::Error::other("token removed"),
+            ))
         });
-        assert!(matches!(failing, Err(Error::Device { operation: "hmac", .. })));
+        assert!(matches!(
+            failing,
+            Err(Error::Device {
+                operation: "hmac",
+                ..
+            })
+        ));
         let token = SasTokenBuilder::new("r").sign(|_| Ok([0x11; 32])).unwrap();
         let shown = format!("{token:?}");
         assert!(!shown.contains("ERER"), "{shown}");

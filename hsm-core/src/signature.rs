@@ -87,7 +87,13 @@ mod tests {
 
     #[test]
     fn rejects_bad_raw() {
-        for raw in [vec![], vec![0u8; 63], vec![0u8; 64], vec![0xffu8; 64], small_p256()[..64].repeat(2)] {
+        for raw in [
+            vec![],
+            vec![0u8; 63],
+            vec![0u8; 64],
+            vec![0xffu8; 64],
+            small_p256()[..64].repeat(2),
+        ] {
             assert!(matches!(
                 ecdsa_raw_to_der(KeyAlgorithm::EcdsaP256, &raw),
                 Err(Error::MalformedSignature { .. })
@@ -104,7 +110,13 @@ mod tests {
         trailing.push(0);
         let mut negative = good.clone();
         negative[4] = 0x81;
-        for der in [vec![], vec![0x30, 0x00], trailing, negative, good[..5].to_vec()] {
+        for der in [
+            vec![],
+            vec![0x30, 0x00],
+            trailing,
+            negative,
+            good[..5].to_vec(),
+        ] {
             assert!(
                 ecdsa_der_to_raw(KeyAlgorithm::EcdsaP256, &der).is_err(),
                 "{der:02x?}"

@@ -76,7 +76,8 @@ impl SymmetricKey {
         group_key: &SecretString,
     ) -> Result<Self, Error> {
         let group = decode(group_key, "group key")?;
-        let key = SecretBytes::copy_from(&*hmac(group.expose(), registration_id.as_str().as_bytes()));
+        let key =
+            SecretBytes::copy_from(&*hmac(group.expose(), registration_id.as_str().as_bytes()));
         Self::new(registration_id, key)
     }
 }
@@ -175,10 +176,7 @@ mod tests {
         // RFC 4231 test case 2: key "Jefe".
         let key = SymmetricKey::new(id("d"), SecretBytes::copy_from(b"Jefe")).unwrap();
         let mac = key.hmac_sha256(b"what do ya want for nothing?").unwrap();
-        assert_eq!(
-            mac[..8],
-            [0x5b, 0xdc, 0xc1, 0x46, 0xbf, 0x60, 0x75, 0x4e]
-        );
+        assert_eq!(mac[..8], [0x5b, 0xdc, 0xc1, 0x46, 0xbf, 0x60, 0x75, 0x4e]);
     }
 
     #[test]

@@ -32,7 +32,11 @@ fn messages() -> Vec<Vec<u8>> {
 pub fn sign_round_trip(subject: &Subject) {
     let key = &subject.key;
     let schemes = key.schemes();
-    assert!(!schemes.is_empty(), "{}: the handle claims no scheme", subject.name);
+    assert!(
+        !schemes.is_empty(),
+        "{}: the handle claims no scheme",
+        subject.name
+    );
     for &scheme in schemes {
         assert!(
             key.algorithm().supports(scheme),
@@ -46,10 +50,16 @@ pub fn sign_round_trip(subject: &Subject) {
                 .unwrap_or_else(|e| panic!("{}: sign with {scheme}: {e}", subject.name));
             let spki = key.public_key_der();
             verify::rustcrypto(scheme, spki, &message, &signature).unwrap_or_else(|e| {
-                panic!("{}: RustCrypto rejects the {scheme} signature: {e}", subject.name)
+                panic!(
+                    "{}: RustCrypto rejects the {scheme} signature: {e}",
+                    subject.name
+                )
             });
             verify::webpki(scheme, spki, &message, &signature).unwrap_or_else(|e| {
-                panic!("{}: webpki rejects the {scheme} signature: {e}", subject.name)
+                panic!(
+                    "{}: webpki rejects the {scheme} signature: {e}",
+                    subject.name
+                )
             });
             let mut tampered = message.clone();
             tampered.push(1);
@@ -91,11 +101,15 @@ pub fn public_key_matches_leaf(subject: &Subject) {
 pub fn certificate_through_handle(subject: &Subject) {
     let signer = rcgen_signer(subject);
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "hsm-testkit root signed through the handle");
+    params.distinguished_name.push(
+        DnType::CommonName,
+        "hsm-testkit root signed through the handle",
+    );
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let root = params
         .self_signed(&signer)
         .unwrap_or_else(|e| panic!("{}: self-signed certificate: {e}", subject.name));
@@ -111,9 +125,10 @@ pub fn certificate_through_handle(subject: &Subject) {
     // A leaf issued by the handle.
     let leaf_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("leaf key");
     let mut leaf_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    leaf_params
-        .distinguished_name
-        .push(DnType::CommonName, "hsm-testkit leaf issued through the handle");
+    leaf_params.distinguished_name.push(
+        DnType::CommonName,
+        "hsm-testkit leaf issued through the handle",
+    );
     leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let issuer = Issuer::new(params, &signer);
     let leaf = leaf_params
@@ -152,7 +167,9 @@ pub fn certificate_through_handle(subject: &Subject) {
 pub fn csr_through_handle(subject: &Subject) {
     let signer = rcgen_signer(subject);
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.distinguished_name.push(DnType::CommonName, "hsm-testkit-csr");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "hsm-testkit-csr");
     let csr = params
         .serialize_request(&signer)
         .unwrap_or_else(|e| panic!("{}: CSR: {e}", subject.name));
@@ -165,12 +182,21 @@ pub fn csr_through_handle(subject: &Subject) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(said.contains("verify OK"), "{}: openssl req -verify: {said}", subject.name);
+    assert!(
+        said.contains("verify OK"),
+        "{}: openssl req -verify: {said}",
+        subject.name
+    );
 
     let request = x509_cert::request::CertReq::from_der(csr.der()).expect("CSR parses");
     let info = request.info.to_der().expect("info");
     let spki = request.info.public_key.to_der().expect("spki");
-    assert_eq!(spki, subject.key.public_key_der(), "{}: CSR key", subject.name);
+    assert_eq!(
+        spki,
+        subject.key.public_key_der(),
+        "{}: CSR key",
+        subject.name
+    );
     let sig = request.signature.raw_bytes();
     verify::rustcrypto(signer.scheme(), &spki, &info, sig)
         .unwrap_or_else(|e| panic!("{}: CSR signature (RustCrypto): {e}", subject.name));
@@ -203,8 +229,15 @@ pub fn tls_openssl(subject: &Subject, version: Version) {
         .unwrap_or_else(|e| panic!("{}: {version:?} handshake with openssl: {e}", subject.name));
     assert_eq!(outcome.version, expected_version(version));
     let leaf_pem = cert_pem(&subject.chain[0]);
-    let body: String = leaf_pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    let page: String = outcome.reply.lines().filter(|l| !l.starts_with("-----")).collect();
+    let body: String = leaf_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let page: String = outcome
+        .reply
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
     assert!(
         outcome.reply.contains("Client certificate") && page.contains(&body),
         "{}: openssl did not report our client certificate:\n{}",
@@ -238,8 +271,8 @@ pub fn concurrent_signing(subject: &Subject) {
     let mut verified = 0;
     for handle in handles {
         for (message, signature) in handle.join().expect("signing thread panicked") {
-            let signature = signature
-                .unwrap_or_else(|e| panic!("{}: concurrent sign: {e}", subject.name));
+            let signature =
+                signature.unwrap_or_else(|e| panic!("{}: concurrent sign: {e}", subject.name));
             verify::rustcrypto(scheme, subject.key.public_key_der(), &message, &signature)
                 .unwrap_or_else(|e| panic!("{}: concurrent signature: {e}", subject.name));
             verified += 1;
@@ -266,7 +299,10 @@ pub fn unsupported_schemes(subject: &Subject) {
             ),
         }
     }
-    let offered: Vec<_> = others.iter().map(|&s| tls_bridge::to_rustls_scheme(s)).collect();
+    let offered: Vec<_> = others
+        .iter()
+        .map(|&s| tls_bridge::to_rustls_scheme(s))
+        .collect();
     let signing_key = tls_bridge::HsmSigningKey::new(subject.key.clone());
     assert!(
         signing_key.choose_scheme(&offered).is_none(),

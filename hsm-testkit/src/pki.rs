@@ -49,7 +49,9 @@ impl TestCa {
     pub fn new(common_name: &str) -> Self {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("CA key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let cert = params.self_signed(&key).expect("CA certificate");
@@ -77,7 +79,9 @@ impl TestCa {
     pub fn issue_server(&self) -> Identity {
         let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
         let mut params = CertificateParams::new(names).expect("server params");
-        params.distinguished_name.push(DnType::CommonName, "localhost");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         self.issue(params, &rcgen::PKCS_ECDSA_P256_SHA256)
     }
@@ -87,9 +91,15 @@ impl TestCa {
     ///
     /// # Panics
     /// If rcgen fails.
-    pub fn issue_client(&self, common_name: &str, algorithm: &'static SignatureAlgorithm) -> Identity {
+    pub fn issue_client(
+        &self,
+        common_name: &str,
+        algorithm: &'static SignatureAlgorithm,
+    ) -> Identity {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("client params");
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         self.issue(params, algorithm)
@@ -97,7 +107,9 @@ impl TestCa {
 
     fn issue(&self, params: CertificateParams, algorithm: &'static SignatureAlgorithm) -> Identity {
         let key = KeyPair::generate_for(algorithm).expect("leaf key");
-        let cert = params.signed_by(&key, &self.issuer).expect("leaf certificate");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("leaf certificate");
         Identity {
             chain: vec![cert.der().clone(), self.cert.clone()],
             chain_pem: format!("{}{}", cert.pem(), self.pem),
@@ -124,7 +136,11 @@ pub fn base64_encode(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {

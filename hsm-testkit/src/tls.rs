@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use hsm_core::CertificateDer;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection, StreamOwned};
+use rustls::{
+    ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection, StreamOwned,
+};
 
 use crate::pki::{Identity, TestCa, cert_pem, sha256_hex};
 use crate::tools;
@@ -169,7 +171,8 @@ pub fn connect(
 ) -> Result<Outcome, std::io::Error> {
     let sock = TcpStream::connect(addr)?;
     sock.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let name = rustls::pki_types::ServerName::try_from("localhost").map_err(std::io::Error::other)?;
+    let name =
+        rustls::pki_types::ServerName::try_from("localhost").map_err(std::io::Error::other)?;
     let conn = ClientConnection::new(config, name).map_err(std::io::Error::other)?;
     let mut tls = StreamOwned::new(conn, sock);
     while tls.conn.is_handshaking() {
@@ -186,7 +189,10 @@ pub fn connect(
     }
     let _ = tls.sock.shutdown(Shutdown::Both);
     Ok(Outcome {
-        version: tls.conn.protocol_version().ok_or(std::io::Error::other("no version"))?,
+        version: tls
+            .conn
+            .protocol_version()
+            .ok_or(std::io::Error::other("no version"))?,
         cipher_suite: tls
             .conn
             .negotiated_cipher_suite()
@@ -225,8 +231,22 @@ impl OpensslServer {
             let port = free_port();
             let accept = format!("127.0.0.1:{port}");
             let mut child = Command::new("openssl")
-                .args(["s_server", "-accept", &accept, "-cert", "server.pem", "-key", "server.key"])
-                .args(["-CAfile", "client-root.pem", "-Verify", "1", "-verify_return_error"])
+                .args([
+                    "s_server",
+                    "-accept",
+                    &accept,
+                    "-cert",
+                    "server.pem",
+                    "-key",
+                    "server.key",
+                ])
+                .args([
+                    "-CAfile",
+                    "client-root.pem",
+                    "-Verify",
+                    "1",
+                    "-verify_return_error",
+                ])
                 .args([version.openssl_flag(), "-www"])
                 .current_dir(dir.path())
                 .stdin(Stdio::null())

@@ -50,8 +50,12 @@ pub fn rustcrypto(
             let key = rsa::PublicKey::from_public_key_der(spki).map_err(key_err)?;
             let sig = rsa::pkcs1v15::Signature::try_from(signature).map_err(bad)?;
             match scheme {
-                RsaPkcs1Sha256 => rsa::pkcs1v15::VerifyingKey::<Sha256>::new(key).verify(message, &sig),
-                RsaPkcs1Sha384 => rsa::pkcs1v15::VerifyingKey::<Sha384>::new(key).verify(message, &sig),
+                RsaPkcs1Sha256 => {
+                    rsa::pkcs1v15::VerifyingKey::<Sha256>::new(key).verify(message, &sig)
+                }
+                RsaPkcs1Sha384 => {
+                    rsa::pkcs1v15::VerifyingKey::<Sha384>::new(key).verify(message, &sig)
+                }
                 _ => rsa::pkcs1v15::VerifyingKey::<Sha512>::new(key).verify(message, &sig),
             }
             .map_err(bad)
@@ -61,9 +65,12 @@ pub fn rustcrypto(
             let sig = rsa::pss::Signature::try_from(signature).map_err(bad)?;
             // TLS 1.3 and X.509 fix the salt length to the hash length.
             match scheme {
-                RsaPssSha256 => rsa::pss::VerifyingKey::<Sha256>::new_with_salt_len(key, 32).verify(message, &sig),
-                RsaPssSha384 => rsa::pss::VerifyingKey::<Sha384>::new_with_salt_len(key, 48).verify(message, &sig),
-                _ => rsa::pss::VerifyingKey::<Sha512>::new_with_salt_len(key, 64).verify(message, &sig),
+                RsaPssSha256 => rsa::pss::VerifyingKey::<Sha256>::new_with_salt_len(key, 32)
+                    .verify(message, &sig),
+                RsaPssSha384 => rsa::pss::VerifyingKey::<Sha384>::new_with_salt_len(key, 48)
+                    .verify(message, &sig),
+                _ => rsa::pss::VerifyingKey::<Sha512>::new_with_salt_len(key, 64)
+                    .verify(message, &sig),
             }
             .map_err(bad)
         }

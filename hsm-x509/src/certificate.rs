@@ -26,7 +26,8 @@ pub fn load_certificates(input: &[u8]) -> Result<Vec<CertificateDer<'static>>, E
         return Err(Error::EmptyChain);
     }
     for (index, der) in ders.iter().enumerate() {
-        Certificate::from_der(der).map_err(|source| Error::MalformedCertificate { index, source })?;
+        Certificate::from_der(der)
+            .map_err(|source| Error::MalformedCertificate { index, source })?;
     }
     Ok(ders.into_iter().map(CertificateDer::from).collect())
 }
@@ -34,8 +35,8 @@ pub fn load_certificates(input: &[u8]) -> Result<Vec<CertificateDer<'static>>, E
 /// Splits concatenated DER certificates.
 fn split_der(input: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
     let mut out = Vec::new();
-    let mut reader =
-        SliceReader::new(input).map_err(|source| Error::MalformedCertificate { index: 0, source })?;
+    let mut reader = SliceReader::new(input)
+        .map_err(|source| Error::MalformedCertificate { index: 0, source })?;
     while !reader.is_finished() {
         let index = out.len();
         let cert = Certificate::decode(&mut reader)

@@ -39,7 +39,9 @@ pub enum Error {
     CertificateWhereKeyExpected,
 
     /// No private key was found in the input.
-    #[error("no private key found (expected PEM PRIVATE KEY, ENCRYPTED PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY, or DER)")]
+    #[error(
+        "no private key found (expected PEM PRIVATE KEY, ENCRYPTED PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY, or DER)"
+    )]
     NoPrivateKey,
 
     /// More than one private key was found; the input is ambiguous.
@@ -50,7 +52,9 @@ pub enum Error {
     },
 
     /// A key encrypted with OpenSSL's legacy PEM encryption (`Proc-Type: 4,ENCRYPTED`).
-    #[error("legacy PEM encryption (Proc-Type: 4,ENCRYPTED) is not supported; convert with `openssl pkcs8 -topk8 -v2 aes-256-cbc`")]
+    #[error(
+        "legacy PEM encryption (Proc-Type: 4,ENCRYPTED) is not supported; convert with `openssl pkcs8 -topk8 -v2 aes-256-cbc`"
+    )]
     LegacyEncryptedPem,
 
     /// The key is encrypted and no passphrase was given.

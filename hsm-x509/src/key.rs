@@ -68,7 +68,9 @@ impl SoftwareKey {
                 "PRIVATE KEY" | "ENCRYPTED PRIVATE KEY" | "EC PRIVATE KEY" | "RSA PRIVATE KEY" => {
                     keys.push(block)
                 }
-                "CERTIFICATE" | "TRUSTED CERTIFICATE" | "X509 CERTIFICATE" => saw_certificate = true,
+                "CERTIFICATE" | "TRUSTED CERTIFICATE" | "X509 CERTIFICATE" => {
+                    saw_certificate = true
+                }
                 // OpenSSL writes the curve's parameters before a SEC1 key; the key names it too.
                 "EC PARAMETERS" => {}
                 _ => other = other.or(Some(block.label)),
@@ -163,7 +165,6 @@ impl SoftwareKey {
             .and_then(|p| p.named_curve())
             .ok_or(Error::UnsupportedCurve { oid: "none".into() })?;
         let (algorithm, signing) = ec_algorithm(curve)?;
-        drop(key);
         let pair = lc::EcdsaKeyPair::from_private_key_der(signing, der).map_err(rejected)?;
         Self::ecdsa(algorithm, pair)
     }
@@ -258,15 +259,9 @@ fn ec_algorithm(
     curve: ObjectIdentifier,
 ) -> Result<(KeyAlgorithm, &'static lc::EcdsaSigningAlgorithm), Error> {
     if curve == OID_P256 {
-        Ok((
-            KeyAlgorithm::EcdsaP256,
-            &lc::ECDSA_P256_SHA256_ASN1_SIGNING,
-        ))
+        Ok((KeyAlgorithm::EcdsaP256, &lc::ECDSA_P256_SHA256_ASN1_SIGNING))
     } else if curve == OID_P384 {
-        Ok((
-            KeyAlgorithm::EcdsaP384,
-            &lc::ECDSA_P384_SHA384_ASN1_SIGNING,
-        ))
+        Ok((KeyAlgorithm::EcdsaP384, &lc::ECDSA_P384_SHA384_ASN1_SIGNING))
     } else {
         Err(Error::UnsupportedCurve {
             oid: curve.to_string(),

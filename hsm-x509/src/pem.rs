@@ -25,7 +25,11 @@ pub(crate) fn is_pem(input: &[u8]) -> bool {
 pub(crate) fn parse(input: &[u8]) -> Result<Vec<PemBlock>, Error> {
     let malformed = |line: usize, reason: &'static str| Error::MalformedPem { line, reason };
     let text = std::str::from_utf8(input).map_err(|e| {
-        let line = input[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
+        let line = input[..e.valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1;
         malformed(line, "not UTF-8 text")
     })?;
 
@@ -43,7 +47,12 @@ pub(crate) fn parse(input: &[u8]) -> Result<Vec<PemBlock>, Error> {
                     if label.is_empty() || label.ends_with('-') {
                         return Err(malformed(line_no, "empty or malformed label"));
                     }
-                    current = Some((label.to_owned(), Zeroizing::new(String::new()), false, line_no));
+                    current = Some((
+                        label.to_owned(),
+                        Zeroizing::new(String::new()),
+                        false,
+                        line_no,
+                    ));
                 } else if line.starts_with("-----END ") {
                     return Err(malformed(line_no, "END line without a BEGIN line"));
                 }
@@ -70,7 +79,10 @@ pub(crate) fn parse(input: &[u8]) -> Result<Vec<PemBlock>, Error> {
                     });
                     current = None;
                 } else if line.starts_with("-----BEGIN ") {
-                    return Err(malformed(line_no, "BEGIN line inside a block (missing END line)"));
+                    return Err(malformed(
+                        line_no,
+                        "BEGIN line inside a block (missing END line)",
+                    ));
                 } else if line.contains(':') {
                     // RFC 1421 headers; only legacy encryption uses them in practice.
                     *headers |= line.starts_with("Proc-Type:") || line.starts_with("DEK-Info:");
@@ -109,8 +121,16 @@ mod tests {
     fn reports_line_numbers() {
         let cases: [(&[u8], usize, &str); 6] = [
             (b"-----BEGIN A-----\nAQID\n", 1, "no END line"),
-            (b"\n-----BEGIN A-----\nAQID\n-----END B-----\n", 4, "does not match"),
-            (b"-----BEGIN A-----\n!!!!\n-----END A-----\n", 3, "invalid base64"),
+            (
+                b"\n-----BEGIN A-----\nAQID\n-----END B-----\n",
+                4,
+                "does not match",
+            ),
+            (
+                b"-----BEGIN A-----\n!!!!\n-----END A-----\n",
+                3,
+                "invalid base64",
+            ),
             (b"-----BEGIN A-----\n-----END A-----\n", 2, "empty block"),
             (b"-----END A-----\n", 1, "without a BEGIN"),
             (b"-----BEGIN A\n", 1, "does not end"),

@@ -1,4 +1,5 @@
 //! The hsm-testkit conformance suite for software keys from files, one key type per module.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
 use std::path::PathBuf;
 

@@ -1,4 +1,5 @@
 //! Loading every supported encoding, and every kind of bad input as a typed error.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
 use std::path::PathBuf;
 
@@ -36,16 +37,44 @@ fn every_encoding_loads_and_matches_its_leaf() {
         ("p256.der", "p256.key.der", KeyAlgorithm::EcdsaP256),
         ("p256.pem", "p256.sec1.pem", KeyAlgorithm::EcdsaP256),
         ("p256.pem", "p256.sec1.der", KeyAlgorithm::EcdsaP256),
-        ("p256.pem", "p256.params-and-sec1.pem", KeyAlgorithm::EcdsaP256),
+        (
+            "p256.pem",
+            "p256.params-and-sec1.pem",
+            KeyAlgorithm::EcdsaP256,
+        ),
         ("p256.pem", "p256.enc.pem", KeyAlgorithm::EcdsaP256),
         ("p384-chain.pem", "p384.key.pem", KeyAlgorithm::EcdsaP384),
         ("p384.pem", "p384.enc.der", KeyAlgorithm::EcdsaP384),
-        ("rsa2048-chain.pem", "rsa2048.key.pem", KeyAlgorithm::Rsa { bits: 2048 }),
-        ("rsa2048.pem", "rsa2048.pkcs1.pem", KeyAlgorithm::Rsa { bits: 2048 }),
-        ("rsa2048.pem", "rsa2048.pkcs1.der", KeyAlgorithm::Rsa { bits: 2048 }),
-        ("rsa2048.pem", "rsa2048.enc.pem", KeyAlgorithm::Rsa { bits: 2048 }),
-        ("rsa4096-chain.pem", "rsa4096.key.pem", KeyAlgorithm::Rsa { bits: 4096 }),
-        ("ed25519-chain.pem", "ed25519.key.pem", KeyAlgorithm::Ed25519),
+        (
+            "rsa2048-chain.pem",
+            "rsa2048.key.pem",
+            KeyAlgorithm::Rsa { bits: 2048 },
+        ),
+        (
+            "rsa2048.pem",
+            "rsa2048.pkcs1.pem",
+            KeyAlgorithm::Rsa { bits: 2048 },
+        ),
+        (
+            "rsa2048.pem",
+            "rsa2048.pkcs1.der",
+            KeyAlgorithm::Rsa { bits: 2048 },
+        ),
+        (
+            "rsa2048.pem",
+            "rsa2048.enc.pem",
+            KeyAlgorithm::Rsa { bits: 2048 },
+        ),
+        (
+            "rsa4096-chain.pem",
+            "rsa4096.key.pem",
+            KeyAlgorithm::Rsa { bits: 4096 },
+        ),
+        (
+            "ed25519-chain.pem",
+            "ed25519.key.pem",
+            KeyAlgorithm::Ed25519,
+        ),
         ("ed25519.pem", "ed25519.enc.pem", KeyAlgorithm::Ed25519),
     ];
     for (chain, key, algorithm) in cases {
@@ -91,7 +120,10 @@ fn registration_id_override() {
 #[test]
 fn malformed_pem() {
     let err = key_from(b"-----BEGIN PRIVATE KEY-----\nnot base64!\n-----END PRIVATE KEY-----\n");
-    assert!(matches!(err, Error::MalformedPem { line: 3, .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::MalformedPem { line: 3, .. }),
+        "{err:?}"
+    );
     let truncated = &read("p256.key.pem")[..100];
     assert!(matches!(key_from(truncated), Error::MalformedPem { .. }));
     let err = load_certificates(b"-----BEGIN CERTIFICATE-----\nAAAA\n").unwrap_err();
@@ -100,22 +132,37 @@ fn malformed_pem() {
 
 #[test]
 fn malformed_der() {
-    assert!(matches!(key_from(&[0x30, 0x03, 1, 2, 3]), Error::MalformedKey));
+    assert!(matches!(
+        key_from(&[0x30, 0x03, 1, 2, 3]),
+        Error::MalformedKey
+    ));
     let mut der = read("p256.key.der");
     der.truncate(der.len() - 5);
     assert!(matches!(key_from(&der), Error::MalformedKey));
     let err = load_certificates(&read("p256.der")[..200]).unwrap_err();
-    assert!(matches!(err, Error::MalformedCertificate { index: 0, .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::MalformedCertificate { index: 0, .. }),
+        "{err:?}"
+    );
     let mut two = read("p256.der");
     two.extend(&read("p256.der")[..50]);
     let err = load_certificates(&two).unwrap_err();
-    assert!(matches!(err, Error::MalformedCertificate { index: 1, .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::MalformedCertificate { index: 1, .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn certificate_where_key_expected() {
-    assert!(matches!(key_from(&read("p256.pem")), Error::CertificateWhereKeyExpected));
-    assert!(matches!(key_from(&read("p256.der")), Error::CertificateWhereKeyExpected));
+    assert!(matches!(
+        key_from(&read("p256.pem")),
+        Error::CertificateWhereKeyExpected
+    ));
+    assert!(matches!(
+        key_from(&read("p256.der")),
+        Error::CertificateWhereKeyExpected
+    ));
 }
 
 #[test]
@@ -149,20 +196,31 @@ fn unsupported_curves_and_types() {
 
 #[test]
 fn wrong_or_missing_passphrase() {
-    for name in ["p256.enc.pem", "rsa2048.enc.pem", "ed25519.enc.pem", "p384.enc.der"] {
+    for name in [
+        "p256.enc.pem",
+        "rsa2048.enc.pem",
+        "ed25519.enc.pem",
+        "p384.enc.der",
+    ] {
         let err =
             SoftwareKey::from_bytes(&read(name), Some(&SecretString::from("wrong"))).unwrap_err();
         assert!(matches!(err, Error::WrongPassphrase), "{name}: {err:?}");
         let err = SoftwareKey::from_bytes(&read(name), None).unwrap_err();
         assert!(matches!(err, Error::PassphraseRequired), "{name}: {err:?}");
     }
-    assert!(matches!(key("bad-legacy-encrypted.pem"), Err(Error::LegacyEncryptedPem)));
+    assert!(matches!(
+        key("bad-legacy-encrypted.pem"),
+        Err(Error::LegacyEncryptedPem)
+    ));
 }
 
 #[test]
 fn empty_chain_and_no_key() {
     assert!(matches!(load_certificates(b""), Err(Error::EmptyChain)));
-    assert!(matches!(load_certificates(&read("p256.key.pem")), Err(Error::EmptyChain)));
+    assert!(matches!(
+        load_certificates(&read("p256.key.pem")),
+        Err(Error::EmptyChain)
+    ));
     assert!(matches!(key_from(b""), Error::MalformedKey));
     assert!(matches!(
         key_from(b"-----BEGIN PUBLIC KEY-----\nAQID\n-----END PUBLIC KEY-----\n"),
@@ -170,7 +228,10 @@ fn empty_chain_and_no_key() {
     ));
     let mut two = read("p256.key.pem");
     two.extend(read("p384.key.pem"));
-    assert!(matches!(key_from(&two), Error::MultiplePrivateKeys { count: 2 }));
+    assert!(matches!(
+        key_from(&two),
+        Error::MultiplePrivateKeys { count: 2 }
+    ));
     let err = X509Identity::builder()
         .key_file(fixture("p256.key.pem"))
         .build()
@@ -198,7 +259,12 @@ fn debug_output_holds_no_secret() {
         .passphrase(SecretString::from(PASSPHRASE));
     let shown = format!("{id:?} {:?} {builder:?}", id.alias_key());
     assert!(!shown.contains(PASSPHRASE), "{shown}");
-    let body: String = String::from_utf8(pem).unwrap().lines().nth(1).unwrap().to_owned();
+    let body: String = String::from_utf8(pem)
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_owned();
     assert!(!shown.contains(&body[..20]), "{shown}");
     assert!(shown.contains("[redacted]"));
 }

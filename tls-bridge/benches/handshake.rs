@@ -24,10 +24,18 @@ fn env_or(name: &str, default: usize) -> usize {
 }
 
 fn main() {
-    // `cargo test --benches` passes `--bench`-less args; run a short smoke pass then.
-    let quick = std::env::args().any(|a| a == "--test");
-    let rounds = if quick { 1 } else { env_or("HANDSHAKE_ROUNDS", 41) };
-    let batch = if quick { 3 } else { env_or("HANDSHAKE_BATCH", 20) };
+    // `cargo bench` passes `--bench`; under `cargo test --benches` this is a short smoke run.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let rounds = if quick {
+        1
+    } else {
+        env_or("HANDSHAKE_ROUNDS", 41)
+    };
+    let batch = if quick {
+        3
+    } else {
+        env_or("HANDSHAKE_BATCH", 20)
+    };
     let key_name = std::env::var("HANDSHAKE_KEY").unwrap_or_else(|_| "p256".into());
     let algorithm = match key_name.as_str() {
         "p384" => &rcgen::PKCS_ECDSA_P384_SHA384,
@@ -40,7 +48,9 @@ fn main() {
     let client = ca.issue_client("bench-device", algorithm);
     let server = RustlsServer::start(ca.cert(), Version::Tls13);
     let mut roots = RootCertStore::empty();
-    roots.add(server.server_root().clone()).expect("server root");
+    roots
+        .add(server.server_root().clone())
+        .expect("server root");
 
     // (a) The key straight in rustls.
     let mut direct = ClientConfig::builder_with_provider(tls::provider())

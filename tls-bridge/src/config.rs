@@ -29,7 +29,10 @@ impl TlsIdentity {
     ///
     /// # Errors
     /// [`Error::EmptyChain`] or [`Error::KeyMismatch`].
-    pub fn new(key: Arc<dyn KeyHandle>, chain: Vec<CertificateDer<'static>>) -> Result<Self, Error> {
+    pub fn new(
+        key: Arc<dyn KeyHandle>,
+        chain: Vec<CertificateDer<'static>>,
+    ) -> Result<Self, Error> {
         if chain.is_empty() {
             return Err(Error::EmptyChain);
         }

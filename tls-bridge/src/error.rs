@@ -12,7 +12,9 @@ pub enum Error {
 
     /// No crypto provider: none was given, none is installed as the process default, and neither
     /// the `aws-lc-rs` nor the `ring` feature is enabled.
-    #[error("no rustls crypto provider: pass one, install a process default, or enable the aws-lc-rs or ring feature")]
+    #[error(
+        "no rustls crypto provider: pass one, install a process default, or enable the aws-lc-rs or ring feature"
+    )]
     NoCryptoProvider,
 
     /// rustls refused the configuration (for example protocol versions the provider lacks).

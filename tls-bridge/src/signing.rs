@@ -31,7 +31,9 @@ impl HsmSigningKey {
 
 impl fmt::Debug for HsmSigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HsmSigningKey").field("key", &self.key).finish()
+        f.debug_struct("HsmSigningKey")
+            .field("key", &self.key)
+            .finish()
     }
 }
 

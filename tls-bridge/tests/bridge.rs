@@ -1,5 +1,6 @@
 //! tls-bridge against real rustls peers: scheme choice, key/certificate checks, and driver
 //! errors reaching rustls with their cause.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
 use std::sync::Arc;
 
@@ -51,7 +52,10 @@ fn scheme_choice_per_key_type() {
     // A curve's key never signs with another curve's hash.
     assert_eq!(chosen(&p256, &[R::ECDSA_NISTP384_SHA384]), None);
     assert_eq!(chosen(&p384, &[R::ECDSA_NISTP256_SHA256]), None);
-    assert_eq!(chosen(&ed, &[R::ECDSA_NISTP256_SHA256, R::RSA_PSS_SHA256]), None);
+    assert_eq!(
+        chosen(&ed, &[R::ECDSA_NISTP256_SHA256, R::RSA_PSS_SHA256]),
+        None
+    );
 
     let signing = HsmSigningKey::new(p256.clone());
     assert_eq!(signing.algorithm(), rustls::SignatureAlgorithm::ECDSA);
@@ -142,7 +146,16 @@ fn driver_errors_reach_rustls_with_their_cause() {
             .0
             .downcast_ref::<Error>()
             .unwrap_or_else(|| panic!("{version:?}: cause lost: {other:?}"));
-        assert!(matches!(core, Error::Device { operation: "C_Sign", .. }), "{core:?}");
+        assert!(
+            matches!(
+                core,
+                Error::Device {
+                    operation: "C_Sign",
+                    ..
+                }
+            ),
+            "{core:?}"
+        );
         let cause = std::error::Error::source(core).unwrap();
         assert_eq!(cause.to_string(), "C_Sign returned CKR_DEVICE_REMOVED");
     }

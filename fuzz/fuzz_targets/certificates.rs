@@ -1,0 +1,13 @@
+//! The certificate-chain loader and the identity builder (chain + key + CN check) on arbitrary
+//! bytes: they may refuse, never panic.
+#![no_main]
+
+use hsm_x509::{X509Identity, load_certificates};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(chain) = load_certificates(data) {
+        assert!(!chain.is_empty());
+    }
+    let _ = X509Identity::builder().certificates(data).key(data).build();
+});
