@@ -31,14 +31,37 @@ pub struct Subject {
     pub debug_views: Vec<String>,
 }
 
+/// The ways a leaked secret could show up in text: lowercase and uppercase hex, the decimal list
+/// `Debug` prints for a byte slice, and base64, for 12-byte windows of `secret` at a quarter and
+/// three eighths of its length (inside the private part of PKCS#8 EC, RSA and Ed25519 keys, before
+/// any embedded public key). Add them to [`Subject::secrets`].
+pub fn secret_renderings(secret: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    for start in [secret.len() / 4, secret.len() * 3 / 8] {
+        let window = &secret[start..secret.len().min(start + 12)];
+        if window.len() < 8 {
+            continue;
+        }
+        let hex: String = window.iter().map(|b| format!("{b:02x}")).collect();
+        out.push(hex.to_uppercase());
+        out.push(hex);
+        out.push(
+            window
+                .iter()
+                .map(u8::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        out.push(pki::base64_encode(window).trim_end_matches('=').to_owned());
+    }
+    out
+}
+
 /// Instantiates the whole conformance suite as `#[test]` functions, one per check, for a
 /// factory expression of type `fn() -> Subject` (a function path or a closure).
 ///
-/// ```ignore
-/// mod p256 {
-///     hsm_testkit::conformance_tests!(|| crate::subject("p256"));
-/// }
-/// ```
+/// See the crate documentation for a complete example; in short:
+/// `mod p256 { hsm_testkit::conformance_tests!(|| crate::subject("p256")); }`
 #[macro_export]
 macro_rules! conformance_tests {
     ($factory:expr) => {

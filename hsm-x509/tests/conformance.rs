@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use base64::Engine as _;
 use hsm_core::{SecretString, X509Attestation};
 use hsm_testkit::Subject;
 use hsm_x509::{X509Identity, load_certificates};
@@ -32,6 +33,14 @@ fn subject(name: &str, key_file: &str) -> Subject {
         .map(str::to_owned)
         .collect();
     secrets.push(PASSPHRASE.to_owned());
+    let body: String = key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap();
+    secrets.extend(hsm_testkit::secret_renderings(&der));
     Subject {
         name: format!("hsm-x509 {name}"),
         key: identity.alias_key(),

@@ -7,4 +7,4 @@ mod signing;
 
 pub use config::TlsIdentity;
 pub use error::Error;
-pub use signing::{HsmSigningKey, to_rustls_scheme};
+pub use signing::{HsmSigningKey, choose_scheme, to_rustls_scheme};

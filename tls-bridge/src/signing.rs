@@ -39,13 +39,7 @@ impl fmt::Debug for HsmSigningKey {
 
 impl SigningKey for HsmSigningKey {
     fn choose_scheme(&self, offered: &[rustls::SignatureScheme]) -> Option<Box<dyn Signer>> {
-        let chosen = self
-            .key
-            .schemes()
-            .iter()
-            .copied()
-            .find(|&ours| offered.contains(&to_rustls_scheme(ours)));
-        match chosen {
+        match choose_scheme(self.key.as_ref(), offered) {
             Some(scheme) => Some(Box::new(HsmSigner {
                 key: self.key.clone(),
                 scheme,
@@ -100,6 +94,18 @@ impl Signer for HsmSigner {
     fn scheme(&self) -> rustls::SignatureScheme {
         to_rustls_scheme(self.scheme)
     }
+}
+
+/// The scheme a key handle signs with when the peer offers `offered`: the first of the key's own
+/// schemes (its preference order) that the peer offers, or `None` when there is none.
+pub fn choose_scheme(
+    key: &dyn KeyHandle,
+    offered: &[rustls::SignatureScheme],
+) -> Option<SignatureScheme> {
+    key.schemes()
+        .iter()
+        .copied()
+        .find(|&ours| offered.contains(&to_rustls_scheme(ours)))
 }
 
 /// The rustls name of an `hsm-core` signature scheme.
