@@ -3,6 +3,7 @@
 
 pub mod checks;
 pub mod pki;
+pub mod softhsm;
 pub mod tls;
 pub mod tools;
 pub mod verify;
@@ -65,49 +66,74 @@ pub fn secret_renderings(secret: &[u8]) -> Vec<String> {
 #[macro_export]
 macro_rules! conformance_tests {
     ($factory:expr) => {
+        $crate::conformance_tests!($factory, wrap = |body: &dyn Fn()| body());
+    };
+    ($factory:expr, wrap = $wrap:expr) => {
         #[test]
         fn sign_round_trip_every_scheme() {
-            $crate::checks::sign_round_trip(&($factory)());
+            ($wrap)(&|| {
+                $crate::checks::sign_round_trip(&($factory)());
+            });
         }
         #[test]
         fn public_key_matches_leaf() {
-            $crate::checks::public_key_matches_leaf(&($factory)());
+            ($wrap)(&|| {
+                $crate::checks::public_key_matches_leaf(&($factory)());
+            });
         }
         #[test]
         fn certificate_signed_through_handle_verifies() {
-            $crate::checks::certificate_through_handle(&($factory)());
+            ($wrap)(&|| {
+                $crate::checks::certificate_through_handle(&($factory)());
+            });
         }
         #[test]
         fn csr_signed_through_handle_verifies() {
-            $crate::checks::csr_through_handle(&($factory)());
+            ($wrap)(&|| {
+                $crate::checks::csr_through_handle(&($factory)());
+            });
         }
         #[test]
         fn tls13_mutual_auth_rustls_server() {
-            $crate::checks::tls_rustls(&($factory)(), $crate::tls::Version::Tls13);
+            ($wrap)(&|| {
+                $crate::checks::tls_rustls(&($factory)(), $crate::tls::Version::Tls13);
+            });
         }
         #[test]
         fn tls12_mutual_auth_rustls_server() {
-            $crate::checks::tls_rustls(&($factory)(), $crate::tls::Version::Tls12);
+            ($wrap)(&|| {
+                $crate::checks::tls_rustls(&($factory)(), $crate::tls::Version::Tls12);
+            });
         }
         #[test]
         fn tls13_mutual_auth_openssl_s_server() {
-            $crate::checks::tls_openssl(&($factory)(), $crate::tls::Version::Tls13);
+            ($wrap)(&|| {
+                $crate::checks::tls_openssl(&($factory)(), $crate::tls::Version::Tls13);
+            });
         }
         #[test]
         fn tls12_mutual_auth_openssl_s_server() {
-            $crate::checks::tls_openssl(&($factory)(), $crate::tls::Version::Tls12);
+            ($wrap)(&|| {
+                $crate::checks::tls_openssl(&($factory)(), $crate::tls::Version::Tls12);
+            });
         }
         #[test]
         fn concurrent_signing_8_threads() {
-            $crate::checks::concurrent_signing(&($factory)());
+            ($wrap)(&|| {
+                $crate::checks::concurrent_signing(&($factory)());
+            });
         }
         #[test]
         fn unsupported_schemes_are_typed_errors() {
-            $crate::checks::unsupported_schemes(&($factory)());
+            ($wrap)(&|| {
+                $crate::checks::unsupported_schemes(&($factory)());
+            });
         }
         #[test]
         fn debug_output_is_redacted() {
-            $crate::checks::debug_redacted(&($factory)());
+            ($wrap)(&|| {
+                $crate::checks::debug_redacted(&($factory)());
+            });
         }
     };
 }
