@@ -49,7 +49,7 @@ pub enum Error {
     },
 
     /// A PKCS#11 function failed.
-    #[error("PKCS#11 {function} failed: {rv} ({context})")]
+    #[error("PKCS#11 {} failed: {} ({context})", c_name(.function), ckr_name(.rv))]
     Pkcs11 {
         /// The function.
         function: Function,
@@ -251,5 +251,44 @@ impl Error {
             Self::Pkcs11 { rv, .. } => Some(*rv),
             _ => None,
         }
+    }
+}
+
+/// `C_SignInit` for `Function::SignInit`.
+pub(crate) fn c_name(function: &Function) -> String {
+    format!("C_{function:?}")
+}
+
+/// `CKR_KEY_TYPE_INCONSISTENT` for `RvError::KeyTypeInconsistent`.
+pub(crate) fn ckr_name(rv: &RvError) -> String {
+    let mut name = String::from("CKR");
+    for c in format!("{rv:?}").chars() {
+        if c.is_ascii_uppercase() {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkcs11_errors_read_like_the_spec() {
+        let err = Error::Pkcs11 {
+            function: Function::Login,
+            rv: RvError::PinIncorrect,
+            context: "token 'dev'".into(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "PKCS#11 C_Login failed: CKR_PIN_INCORRECT (token 'dev')"
+        );
+        assert_eq!(
+            ckr_name(&RvError::SessionHandleInvalid),
+            "CKR_SESSION_HANDLE_INVALID"
+        );
     }
 }

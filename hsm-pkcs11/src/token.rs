@@ -308,13 +308,20 @@ fn login(module: &Module, info: &TokenInfo, pin: Option<&SecretString>) -> Resul
     match session.login(UserType::User, Some(&auth)) {
         Ok(()) => Ok(session),
         Err(cryptoki::error::Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
-        Err(cryptoki::error::Error::Pkcs11(RvError::PinIncorrect, _)) => Err(Error::WrongPin {
-            token: info.label.clone(),
-        }),
-        Err(cryptoki::error::Error::Pkcs11(RvError::PinLocked, _)) => Err(Error::PinLocked {
-            token: info.label.clone(),
-        }),
-        Err(e) => Err(Error::from_cryptoki(e, context())),
+        Err(e) => Err(login_error(e, &info.label)),
+    }
+}
+
+/// A failed `C_Login` as the error an operator can act on.
+fn login_error(error: cryptoki::error::Error, token: &str) -> Error {
+    match error {
+        cryptoki::error::Error::Pkcs11(RvError::PinIncorrect, _) => Error::WrongPin {
+            token: token.to_owned(),
+        },
+        cryptoki::error::Error::Pkcs11(RvError::PinLocked, _) => Error::PinLocked {
+            token: token.to_owned(),
+        },
+        e => Error::from_cryptoki(e, format!("token '{token}'")),
     }
 }
 
@@ -348,4 +355,50 @@ fn resolve_pin(
         (None, None, None) => std::env::var(PIN_ENV).ok().map(SecretString::new),
     };
     Ok(pin)
+}
+
+#[cfg(test)]
+mod tests {
+    use cryptoki::context::Function;
+
+    use super::*;
+
+    #[test]
+    fn login_failures_map_to_operator_errors() {
+        let failed = |rv| cryptoki::error::Error::Pkcs11(rv, Function::Login);
+        let locked = login_error(failed(RvError::PinLocked), "dev");
+        assert!(matches!(locked, Error::PinLocked { .. }));
+        assert_eq!(
+            locked.to_string(),
+            "the PIN of token 'dev' is locked (CKR_PIN_LOCKED): unlock it with the SO PIN"
+        );
+        assert!(matches!(
+            login_error(failed(RvError::PinIncorrect), "dev"),
+            Error::WrongPin { .. }
+        ));
+        let other = login_error(failed(RvError::UserPinNotInitialized), "dev");
+        assert_eq!(other.rv(), Some(RvError::UserPinNotInitialized));
+        assert!(other.to_string().contains("C_Login"), "{other}");
+    }
+
+    #[test]
+    fn recoverable_return_values() {
+        for rv in [
+            RvError::SessionHandleInvalid,
+            RvError::SessionClosed,
+            RvError::UserNotLoggedIn,
+            RvError::DeviceRemoved,
+            RvError::TokenNotPresent,
+        ] {
+            assert!(is_recoverable(Some(rv)), "{rv}");
+        }
+        assert!(!is_recoverable(Some(RvError::KeyHandleInvalid)));
+        assert!(!is_recoverable(None));
+    }
+
+    #[test]
+    fn pin_debug_is_redacted() {
+        let pin = Pin::Value(Arc::new(SecretString::from("123456")));
+        assert_eq!(format!("{pin:?}"), "Pin::Value([redacted])");
+    }
 }
