@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(pkg-config libtss2-dev softhsm2 swtpm swtpm-tools tpm2-tools opensc openssl)
+PACKAGES=(pkg-config libtss2-dev softhsm2 swtpm swtpm-tools tpm2-tools opensc openssl
+  gcc libssl-dev libengine-pkcs11-openssl)
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -32,7 +33,7 @@ install_missing() {
 
 step "system packages"
 install_missing
-for tool in openssl softhsm2-util swtpm tpm2_createek pkcs11-tool pkg-config; do
+for tool in openssl softhsm2-util swtpm tpm2_createek pkcs11-tool pkg-config cc; do
   command -v "$tool" >/dev/null || { echo "error: $tool still missing after install" >&2; exit 1; }
 done
 

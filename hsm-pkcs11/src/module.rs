@@ -108,6 +108,12 @@ impl Module {
         }
     }
 
+    /// The cryptoki context, for operations this crate does not wrap (and for benchmarks that
+    /// compare against bare cryptoki).
+    pub fn context(&self) -> &Pkcs11 {
+        &self.ctx
+    }
+
     /// The module file.
     pub fn path(&self) -> &Path {
         &self.path

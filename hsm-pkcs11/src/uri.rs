@@ -19,6 +19,9 @@ pub enum UriError {
     /// An attribute has an empty name (`;;` or `=value`).
     #[error("empty attribute name at byte {0}")]
     EmptyName(usize),
+    /// An attribute name with characters other than letters, digits, `-` and `_`.
+    #[error("attribute name {0:?} has characters other than letters, digits, '-' and '_'")]
+    BadName(String),
     /// A `%` is not followed by two hex digits.
     #[error("invalid percent-encoding in attribute \"{0}\"")]
     BadPercentEncoding(String),
@@ -168,6 +171,12 @@ impl Pkcs11Uri {
                     .ok_or_else(|| UriError::MissingValue(attribute.to_owned()))?;
                 if name.is_empty() {
                     return Err(UriError::EmptyName(here));
+                }
+                if !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                {
+                    return Err(UriError::BadName(name.to_owned()));
                 }
                 let name = name.to_ascii_lowercase();
                 if !name.starts_with("x-") && seen.contains(&name) {
@@ -483,6 +492,11 @@ mod tests {
                 },
             ),
             ("pkcs11:=a", UriError::EmptyName(7)),
+            // Found by the pkcs11_uri fuzz target: a vendor name that cannot be printed back.
+            (
+                "pkcs11:?x-11:?x-H .H .=/",
+                UriError::BadName("x-11:?x-H .H .".into()),
+            ),
         ];
         for (text, expected) in cases {
             assert_eq!(Pkcs11Uri::parse(text).unwrap_err(), expected, "{text}");

@@ -1,0 +1,416 @@
+//! hsm-pkcs11 on SoftHSM2, in one run, each figure a ratio against a baseline measured
+//! alongside it (paired rounds, median of the per-round ratios):
+//!
+//! 1. signs/s through the handle vs a bare cryptoki `C_SignInit` + `C_Sign` loop (goal >= 0.95);
+//! 2. signs/s with 2 threads vs 1 through one handle (goal >= 1.7), and the token's own scaling;
+//! 3. TLS 1.3 mutual-auth handshakes/s, key in SoftHSM vs the same key in memory (goal >= 0.90);
+//! 4. the same handshakes vs a C client on OpenSSL 3 with the `pkcs11` engine on the same token
+//!    (`benches/openssl_engine_client.c`, built here with `cc`; goal >= 1.8).
+//!
+//! Run: `cargo bench -p hsm-pkcs11 --bench pkcs11` (needs softhsm2, opensc, libssl-dev,
+//! libengine-pkcs11-openssl; `./scripts/test.sh` installs them). Under `cargo test --benches`
+//! it does a short smoke run.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, ObjectClass};
+use hsm_core::{KeyHandle, SignatureScheme};
+use hsm_pkcs11::Pkcs11Identity;
+use hsm_testkit::pki::{TestCa, cert_pem};
+use hsm_testkit::softhsm::{SO_PIN, SoftHsm, USER_PIN};
+use hsm_testkit::tls::{self, RustlsServer, Version};
+use rustls::client::Resumption;
+use rustls::{ClientConfig, RootCertStore};
+use sha2::Digest as _;
+use tls_bridge::TlsIdentity;
+
+struct Settings {
+    rounds: usize,
+    signs: usize,
+    handshakes: usize,
+}
+
+fn main() {
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let settings = if quick {
+        Settings {
+            rounds: 1,
+            signs: 20,
+            handshakes: 3,
+        }
+    } else {
+        Settings {
+            rounds: 11,
+            signs: 1000,
+            handshakes: 60,
+        }
+    };
+
+    // A token store of our own; SoftHSM reads SOFTHSM2_CONF once, when the module loads.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir(&tokens).expect("token dir");
+    let conf = dir.path().join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .expect("conf");
+    // SAFETY: still single-threaded: nothing has started a thread or read the environment yet.
+    unsafe { std::env::set_var("SOFTHSM2_CONF", &conf) };
+    let module = SoftHsm::module_path();
+
+    let ca = TestCa::new("pkcs11 bench root");
+    let client = ca.issue_client("bench-device", &rcgen::PKCS_ECDSA_P256_SHA256);
+    let key_pem = dir.path().join("key.pem");
+    let chain_pem = dir.path().join("chain.pem");
+    std::fs::write(&key_pem, &client.key_pem).expect("key");
+    std::fs::write(&chain_pem, &client.chain_pem).expect("chain");
+    run(
+        "softhsm2-util",
+        &[
+            "--init-token",
+            "--free",
+            "--label",
+            "bench",
+            "--pin",
+            USER_PIN,
+            "--so-pin",
+            SO_PIN,
+        ],
+    );
+    run(
+        "softhsm2-util",
+        &[
+            "--import",
+            &key_pem.to_string_lossy(),
+            "--token",
+            "bench",
+            "--label",
+            "bench",
+            "--id",
+            "01",
+            "--pin",
+            USER_PIN,
+        ],
+    );
+
+    let uri = format!(
+        "pkcs11:token=bench;object=bench?module-path={}&pin-value={USER_PIN}",
+        module.display()
+    );
+    let identity = Pkcs11Identity::builder(uri.parse().expect("uri"))
+        .certificates_file(&chain_pem)
+        .build()
+        .expect("identity on SoftHSM");
+    let key = identity.key().clone();
+    let handle: Arc<dyn KeyHandle> = key.clone();
+
+    println!(
+        "hsm-pkcs11 on SoftHSM2, ECDSA P-256, {} rounds",
+        settings.rounds
+    );
+    sign_ratio(&settings, &key, handle.as_ref());
+    thread_scaling(&settings, &key, &handle);
+    let server = RustlsServer::start(ca.cert(), Version::Tls13);
+    let (ours, memory) = handshake_ratio(&settings, &server, &identity, &client);
+    openssl_engine_ratio(
+        &settings,
+        &server,
+        dir.path(),
+        &module,
+        &chain_pem,
+        ours,
+        memory,
+    );
+}
+
+fn run(tool: &str, args: &[&str]) {
+    let out = Command::new(tool)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{tool}: {e}"));
+    assert!(
+        out.status.success(),
+        "{tool} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Per-second rate of `count` operations taking `elapsed`.
+fn rate(count: usize, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64()
+}
+
+fn sign_ratio(settings: &Settings, key: &hsm_pkcs11::Pkcs11Key, handle: &dyn KeyHandle) {
+    let token = key.token();
+    let ctx = token.module().context();
+    let session = ctx.open_ro_session(token.slot()).expect("session");
+    let object = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Label(b"bench".to_vec()),
+        ])
+        .expect("find")[0];
+    let message = b"a TLS 1.3 CertificateVerify is about this long: 130 bytes of context string, padding and transcript hash .......";
+    let digest = sha2::Sha256::digest(message);
+    let bare = || {
+        let start = Instant::now();
+        for _ in 0..settings.signs {
+            session
+                .sign(&Mechanism::Ecdsa, object, &digest)
+                .expect("bare sign");
+        }
+        rate(settings.signs, start.elapsed())
+    };
+    let ours = || {
+        let start = Instant::now();
+        for _ in 0..settings.signs {
+            handle
+                .sign(SignatureScheme::EcdsaP256Sha256, message)
+                .expect("handle sign");
+        }
+        rate(settings.signs, start.elapsed())
+    };
+    bare();
+    ours();
+    let (mut ratios, mut a, mut b) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..settings.rounds {
+        let (x, y) = if round % 2 == 0 {
+            (bare(), ours())
+        } else {
+            let y = ours();
+            (bare(), y)
+        };
+        a.push(x);
+        b.push(y);
+        ratios.push(y / x);
+    }
+    println!(
+        "1. signs/s: handle {:.0}, bare cryptoki C_SignInit+C_Sign {:.0}: ratio {:.3} (goal >= 0.95)",
+        median(b),
+        median(a),
+        median(ratios)
+    );
+}
+
+fn thread_scaling(settings: &Settings, key: &hsm_pkcs11::Pkcs11Key, handle: &Arc<dyn KeyHandle>) {
+    let message = b"thread scaling";
+    let signs = |threads: usize| {
+        let per_thread = settings.signs;
+        let start = Instant::now();
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let handle = handle.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..per_thread {
+                        handle
+                            .sign(SignatureScheme::EcdsaP256Sha256, message)
+                            .expect("sign");
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().expect("worker");
+        }
+        rate(threads * per_thread, start.elapsed())
+    };
+    // The token's own scaling: bare cryptoki, one session per thread.
+    let token = key.token();
+    let digest = sha2::Sha256::digest(message);
+    let bare = |threads: usize| {
+        let per_thread = settings.signs;
+        let start = Instant::now();
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    let session = token
+                        .module()
+                        .context()
+                        .open_ro_session(token.slot())
+                        .expect("session");
+                    let object = session
+                        .find_objects(&[
+                            Attribute::Class(ObjectClass::PRIVATE_KEY),
+                            Attribute::Label(b"bench".to_vec()),
+                        ])
+                        .expect("find")[0];
+                    for _ in 0..per_thread {
+                        session
+                            .sign(&Mechanism::Ecdsa, object, &digest)
+                            .expect("sign");
+                    }
+                });
+            }
+        });
+        rate(threads * per_thread, start.elapsed())
+    };
+    signs(2);
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..settings.rounds {
+        let one = signs(1);
+        let two = signs(2);
+        ours.push(two / one);
+        let one = bare(1);
+        let two = bare(2);
+        theirs.push(two / one);
+    }
+    println!(
+        "2. 2 threads vs 1 through one handle: {:.2}x (goal >= 1.7); the token itself with bare cryptoki: {:.2}x",
+        median(ours),
+        median(theirs)
+    );
+}
+
+fn handshake_ratio(
+    settings: &Settings,
+    server: &RustlsServer,
+    identity: &Pkcs11Identity,
+    client: &hsm_testkit::pki::Identity,
+) -> (f64, f64) {
+    let mut roots = RootCertStore::empty();
+    roots.add(server.server_root().clone()).expect("root");
+    let mut memory = ClientConfig::builder_with_provider(tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("versions")
+        .with_root_certificates(roots.clone())
+        .with_client_auth_cert(client.chain.clone(), client.private_key())
+        .expect("client auth");
+    memory.resumption = Resumption::disabled();
+    let mut hsm = TlsIdentity::from_attestation(identity)
+        .expect("identity")
+        .client_config_with(tls::provider(), &[&rustls::version::TLS13], roots)
+        .expect("config");
+    hsm.resumption = Resumption::disabled();
+    let (memory, hsm) = (Arc::new(memory), Arc::new(hsm));
+    let run = |config: &Arc<ClientConfig>| {
+        let start = Instant::now();
+        for _ in 0..settings.handshakes {
+            let outcome = tls::connect(config.clone(), server.addr(), b"x").expect("handshake");
+            assert!(outcome.reply.starts_with("verified "));
+        }
+        rate(settings.handshakes, start.elapsed())
+    };
+    run(&memory);
+    run(&hsm);
+    let (mut ratios, mut a, mut b) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..settings.rounds {
+        let (x, y) = if round % 2 == 0 {
+            (run(&memory), run(&hsm))
+        } else {
+            let y = run(&hsm);
+            (run(&memory), y)
+        };
+        a.push(x);
+        b.push(y);
+        ratios.push(y / x);
+    }
+    let (ours, mem) = (median(b), median(a));
+    println!(
+        "3. TLS 1.3 mutual-auth handshakes/s: key in SoftHSM {ours:.0}, same key in memory {mem:.0}: ratio {:.3} (goal >= 0.90)",
+        median(ratios)
+    );
+    (ours, mem)
+}
+
+fn openssl_engine_ratio(
+    settings: &Settings,
+    server: &RustlsServer,
+    dir: &Path,
+    module: &Path,
+    chain_pem: &Path,
+    _ours: f64,
+    _memory: f64,
+) {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/openssl_engine_client.c");
+    let binary = dir.join("openssl_engine_client");
+    let built = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .args(["-lssl", "-lcrypto"])
+        .output()
+        .expect("run cc (install gcc and libssl-dev)");
+    assert!(
+        built.status.success(),
+        "building the OpenSSL client failed: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let ca = dir.join("server-root.pem");
+    std::fs::write(&ca, cert_pem(server.server_root())).expect("server root");
+    let key_uri = "pkcs11:token=bench;object=bench;type=private".to_owned();
+    let port = server.addr().port().to_string();
+    let n = settings.handshakes.to_string();
+    let openssl = || -> f64 {
+        let out = Command::new(&binary)
+            .args(["127.0.0.1", &port, &n])
+            .arg(module)
+            .args([USER_PIN, &key_uri])
+            .arg(chain_pem)
+            .arg(&ca)
+            .output()
+            .expect("run the OpenSSL client");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "OpenSSL engine client failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+            .trim()
+            .strip_prefix("handshakes_per_sec=")
+            .and_then(|v| v.parse().ok())
+            .expect("handshakes_per_sec=<rate>")
+    };
+    let uri = format!(
+        "pkcs11:token=bench;object=bench?module-path={}&pin-value={USER_PIN}",
+        module.display()
+    );
+    let identity = Pkcs11Identity::builder(uri.parse().expect("uri"))
+        .certificates_file(chain_pem)
+        .build()
+        .expect("identity");
+    let mut roots = RootCertStore::empty();
+    roots.add(server.server_root().clone()).expect("root");
+    let mut config = TlsIdentity::from_attestation(&identity)
+        .expect("identity")
+        .client_config_with(tls::provider(), &[&rustls::version::TLS13], roots)
+        .expect("config");
+    config.resumption = Resumption::disabled();
+    let config = Arc::new(config);
+    let ours = || {
+        let start = Instant::now();
+        for _ in 0..settings.handshakes {
+            tls::connect(config.clone(), server.addr(), b"x").expect("handshake");
+        }
+        rate(settings.handshakes, start.elapsed())
+    };
+    openssl();
+    let (mut ratios, mut a, mut b) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..settings.rounds {
+        let x = openssl();
+        let y = ours();
+        a.push(x);
+        b.push(y);
+        ratios.push(y / x);
+    }
+    println!(
+        "4. TLS 1.3 handshakes/s on the same token: hsm-pkcs11 + tls-bridge {:.0}, OpenSSL 3 + pkcs11 engine (C) {:.0}: {:.2}x (goal >= 1.8)",
+        median(b),
+        median(a),
+        median(ratios)
+    );
+}
