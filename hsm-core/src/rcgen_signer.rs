@@ -24,7 +24,8 @@ impl RcgenSigner {
     /// Wraps a key handle.
     ///
     /// # Errors
-    /// [`Error::UnsupportedScheme`] for a key type rcgen cannot sign certificates with, and
+    /// [`Error::UnsupportedScheme`] when the handle cannot sign with the scheme rcgen needs for its
+    /// key type, and
     /// [`Error::Device`] when the handle's public key is not a valid `SubjectPublicKeyInfo`.
     pub fn new(key: Arc<dyn KeyHandle>) -> Result<Self, Error> {
         let (scheme, algorithm) = match key.algorithm() {
@@ -39,7 +40,12 @@ impl RcgenSigner {
             KeyAlgorithm::Rsa { .. } => (SignatureScheme::RsaPkcs1Sha256, &rcgen::PKCS_RSA_SHA256),
             KeyAlgorithm::Ed25519 => (SignatureScheme::Ed25519, &rcgen::PKCS_ED25519),
         };
-        key.algorithm().check(scheme)?;
+        if !key.schemes().contains(&scheme) {
+            return Err(Error::UnsupportedScheme {
+                algorithm: key.algorithm(),
+                scheme,
+            });
+        }
         let public_key = spki::SubjectPublicKeyInfoRef::from_der(key.public_key_der())
             .map_err(|e| Error::device("parse the handle's public key", e))?
             .subject_public_key
