@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod cert;
+pub mod compat;
 mod dice;
 mod error;
 mod identity;
