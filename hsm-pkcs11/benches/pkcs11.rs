@@ -52,17 +52,7 @@ fn main() {
 
     // A token store of our own; SoftHSM reads SOFTHSM2_CONF once, when the module loads.
     let dir = tempfile::tempdir().expect("temp dir");
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir(&tokens).expect("token dir");
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .expect("conf");
+    let conf = SoftHsm::write_config(dir.path());
     // SAFETY: still single-threaded: nothing has started a thread or read the environment yet.
     unsafe { std::env::set_var("SOFTHSM2_CONF", &conf) };
     let module = SoftHsm::module_path();

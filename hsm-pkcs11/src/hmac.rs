@@ -1,14 +1,12 @@
 //! A symmetric key on the token for DPS SAS tokens: HMAC-SHA256 inside the token.
 
 use std::fmt;
-use std::sync::RwLock;
 
-use cryptoki::error::RvError;
 use cryptoki::mechanism::{Mechanism, MechanismType};
-use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, KeyType, ObjectClass};
 use hsm_core::{RegistrationId, SecretBytes, SymmetricKeyAttestation};
 
-use crate::objects::{Locator, find_all, find_one};
+use crate::objects::{CachedObject, Locator, find_all, find_one};
 use crate::{Error, Pkcs11Uri, Token};
 
 /// A generic secret key on the token, used with `CKM_SHA256_HMAC`: symmetric-key attestation
@@ -16,15 +14,14 @@ use crate::{Error, Pkcs11Uri, Token};
 pub struct Pkcs11HmacKey {
     token: Token,
     registration_id: RegistrationId,
-    locator: Locator,
-    object: RwLock<(u64, ObjectHandle)>,
+    object: CachedObject,
 }
 
 impl fmt::Debug for Pkcs11HmacKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pkcs11HmacKey")
             .field("token", &self.token.label())
-            .field("object", &self.locator.describe())
+            .field("object", &self.object.locator.describe())
             .field("registration_id", &self.registration_id)
             .finish()
     }
@@ -63,8 +60,13 @@ impl Pkcs11HmacKey {
         Ok(Self {
             token: token.clone(),
             registration_id,
-            locator,
-            object: RwLock::new((generation, object)),
+            object: CachedObject::new(
+                locator,
+                ObjectClass::SECRET_KEY,
+                "secret key",
+                generation,
+                object,
+            ),
         })
     }
 
@@ -135,45 +137,9 @@ impl SymmetricKeyAttestation for Pkcs11HmacKey {
     }
 
     fn hmac_sha256(&self, data: &[u8]) -> Result<[u8; 32], hsm_core::Error> {
-        let inner = &self.token.inner;
-        let mac = inner
-            .with_session("C_Sign (HMAC)", |session, generation| {
-                let mut stale = false;
-                loop {
-                    let cached = *self.object.read().unwrap_or_else(|e| e.into_inner());
-                    let object = if cached.0 == generation && !stale {
-                        cached.1
-                    } else {
-                        let found = find_one(
-                            session,
-                            ObjectClass::SECRET_KEY,
-                            "secret key",
-                            &self.locator,
-                            &inner.label,
-                        )?;
-                        *self.object.write().unwrap_or_else(|e| e.into_inner()) =
-                            (generation, found);
-                        found
-                    };
-                    match inner
-                        .module
-                        .ffi
-                        .sign(session, &Mechanism::Sha256Hmac, object, data, 32)
-                    {
-                        Ok(mac) => return Ok(mac),
-                        Err(cryptoki::error::Error::Pkcs11(
-                            RvError::KeyHandleInvalid | RvError::ObjectHandleInvalid,
-                            _,
-                        )) if !stale => stale = true,
-                        Err(e) => {
-                            return Err(Error::from_cryptoki(
-                                e,
-                                inner.context(&self.locator.describe()),
-                            ));
-                        }
-                    }
-                }
-            })
+        let mac = self
+            .object
+            .sign(&self.token.inner, &Mechanism::Sha256Hmac, data, 32)
             .map_err(|e| hsm_core::Error::device("C_Sign", e))?;
         mac.try_into().map_err(|_| {
             hsm_core::Error::device(

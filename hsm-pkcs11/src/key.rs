@@ -2,9 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::RwLock;
 
-use cryptoki::error::RvError;
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
@@ -13,7 +11,7 @@ use cryptoki::session::Session;
 use hsm_core::{KeyAlgorithm, KeyHandle, SignatureScheme};
 use sha2::{Digest as _, Sha256, Sha384};
 
-use crate::objects::{Locator, bytes_attribute, find_all, find_one};
+use crate::objects::{CachedObject, Locator, bytes_attribute, find_all, find_one};
 use crate::public_key::{certificate_spki, ec_algorithm, ec_spki, rsa_bits, rsa_spki};
 use crate::{Error, Pkcs11Uri, Token};
 
@@ -32,20 +30,19 @@ const RSA_PKCS1_ONLY: [SignatureScheme; 3] = [
 /// `CKM_EDDSA` where offered.
 pub struct Pkcs11Key {
     token: Token,
-    locator: Locator,
     algorithm: KeyAlgorithm,
     spki: Vec<u8>,
     schemes: &'static [SignatureScheme],
     ecdsa_hash_on_token: bool,
     signature_len: usize,
-    object: RwLock<(u64, ObjectHandle)>,
+    object: CachedObject,
 }
 
 impl fmt::Debug for Pkcs11Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pkcs11Key")
             .field("token", &self.token.label())
-            .field("object", &self.locator.describe())
+            .field("object", &self.object.locator.describe())
             .field("algorithm", &self.algorithm)
             .finish()
     }
@@ -117,13 +114,18 @@ impl Pkcs11Key {
             };
             Ok(Self {
                 token: token.clone(),
-                locator: locator.clone(),
                 algorithm,
                 spki: public,
                 schemes,
                 ecdsa_hash_on_token,
                 signature_len,
-                object: RwLock::new((generation, object)),
+                object: CachedObject::new(
+                    locator.clone(),
+                    ObjectClass::PRIVATE_KEY,
+                    "private key",
+                    generation,
+                    object,
+                ),
             })
         })
     }
@@ -135,36 +137,12 @@ impl Pkcs11Key {
 
     /// The key's `CKA_ID`, when the URI gave one.
     pub fn id(&self) -> Option<&[u8]> {
-        self.locator.id.as_deref()
+        self.object.locator.id.as_deref()
     }
 
     /// The key's `CKA_LABEL`, when the URI gave one.
     pub fn label(&self) -> Option<&str> {
-        self.locator.label.as_deref()
-    }
-
-    /// The object handle for `generation`, looked up again when the cache is older.
-    fn handle(
-        &self,
-        session: &Session,
-        generation: u64,
-        stale: bool,
-    ) -> Result<ObjectHandle, Error> {
-        if !stale {
-            let cached = *self.object.read().unwrap_or_else(|e| e.into_inner());
-            if cached.0 == generation {
-                return Ok(cached.1);
-            }
-        }
-        let object = find_one(
-            session,
-            ObjectClass::PRIVATE_KEY,
-            "private key",
-            &self.locator,
-            &self.token.inner.label,
-        )?;
-        *self.object.write().unwrap_or_else(|e| e.into_inner()) = (generation, object);
-        Ok(object)
+        self.object.locator.label.as_deref()
     }
 
     fn mechanism<'a>(
@@ -240,33 +218,9 @@ impl KeyHandle for Pkcs11Key {
             });
         }
         let (mechanism, data) = self.mechanism(scheme, message);
-        let inner = &self.token.inner;
-        let raw = inner
-            .with_session("C_Sign", |session, generation| {
-                let mut stale = false;
-                loop {
-                    let object = self.handle(session, generation, stale)?;
-                    match inner.module.ffi.sign(
-                        session,
-                        &mechanism,
-                        object,
-                        &data,
-                        self.signature_len,
-                    ) {
-                        Ok(signature) => return Ok(signature),
-                        Err(cryptoki::error::Error::Pkcs11(
-                            RvError::KeyHandleInvalid | RvError::ObjectHandleInvalid,
-                            _,
-                        )) if !stale => stale = true,
-                        Err(e) => {
-                            return Err(Error::from_cryptoki(
-                                e,
-                                inner.context(&self.locator.describe()),
-                            ));
-                        }
-                    }
-                }
-            })
+        let raw = self
+            .object
+            .sign(&self.token.inner, &mechanism, &data, self.signature_len)
             .map_err(|e| hsm_core::Error::device("C_Sign", e))?;
         match self.algorithm {
             KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 => {

@@ -280,17 +280,7 @@ impl TokenInfo {
 }
 
 fn token_selector(uri: &Pkcs11Uri) -> String {
-    let selector = Pkcs11Uri {
-        token: uri.token.clone(),
-        manufacturer: uri.manufacturer.clone(),
-        model: uri.model.clone(),
-        serial: uri.serial.clone(),
-        slot_description: uri.slot_description.clone(),
-        slot_manufacturer: uri.slot_manufacturer.clone(),
-        slot_id: uri.slot_id,
-        ..Pkcs11Uri::default()
-    };
-    let text = selector.to_string();
+    let text = uri.token_attributes().to_string();
     if text == "pkcs11:" {
         "any token".into()
     } else {

@@ -1,9 +1,92 @@
 //! Finding objects by label and id.
 
+use std::sync::RwLock;
+
+use cryptoki::error::RvError;
+use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 
+use crate::token::TokenInner;
 use crate::{Error, Pkcs11Uri};
+
+/// A key object found by its locator, its handle cached per token generation: looked up again
+/// only after the token reconnects, or once when the token reports the handle invalid.
+pub(crate) struct CachedObject {
+    pub(crate) locator: Locator,
+    class: ObjectClass,
+    class_name: &'static str,
+    handle: RwLock<(u64, ObjectHandle)>,
+}
+
+impl CachedObject {
+    pub(crate) fn new(
+        locator: Locator,
+        class: ObjectClass,
+        class_name: &'static str,
+        generation: u64,
+        handle: ObjectHandle,
+    ) -> Self {
+        Self {
+            locator,
+            class,
+            class_name,
+            handle: RwLock::new((generation, handle)),
+        }
+    }
+
+    fn handle(
+        &self,
+        session: &Session,
+        generation: u64,
+        stale: bool,
+        token: &str,
+    ) -> Result<ObjectHandle, Error> {
+        if !stale {
+            let cached = *self.handle.read().unwrap_or_else(|e| e.into_inner());
+            if cached.0 == generation {
+                return Ok(cached.1);
+            }
+        }
+        let found = find_one(session, self.class, self.class_name, &self.locator, token)?;
+        *self.handle.write().unwrap_or_else(|e| e.into_inner()) = (generation, found);
+        Ok(found)
+    }
+
+    /// One `C_SignInit` + `C_Sign` with this object on a pooled session, into a buffer of
+    /// `max_len` bytes.
+    pub(crate) fn sign(
+        &self,
+        token: &TokenInner,
+        mechanism: &Mechanism<'_>,
+        data: &[u8],
+        max_len: usize,
+    ) -> Result<Vec<u8>, Error> {
+        token.with_session("C_Sign", |session, generation| {
+            let mut stale = false;
+            loop {
+                let object = self.handle(session, generation, stale, &token.label)?;
+                match token
+                    .module
+                    .ffi
+                    .sign(session, mechanism, object, data, max_len)
+                {
+                    Ok(signature) => return Ok(signature),
+                    Err(cryptoki::error::Error::Pkcs11(
+                        RvError::KeyHandleInvalid | RvError::ObjectHandleInvalid,
+                        _,
+                    )) if !stale => stale = true,
+                    Err(e) => {
+                        return Err(Error::from_cryptoki(
+                            e,
+                            token.context(&self.locator.describe()),
+                        ));
+                    }
+                }
+            }
+        })
+    }
+}
 
 /// The label and/or id that names an object.
 #[derive(Clone, Debug, PartialEq, Eq)]

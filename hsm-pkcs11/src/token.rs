@@ -129,15 +129,9 @@ impl Token {
             .ctx
             .get_mechanism_list(info.slot)
             .map_err(|e| Error::from_cryptoki(e, format!("token '{}'", info.label)))?;
-        let selector = Pkcs11Uri {
-            token: uri.token.clone(),
-            manufacturer: uri.manufacturer.clone(),
-            model: uri.model.clone(),
-            serial: uri.serial.clone(),
-            slot_description: uri.slot_description.clone(),
-            slot_manufacturer: uri.slot_manufacturer.clone(),
-            ..Pkcs11Uri::default()
-        };
+        // Recovery finds the token again by its attributes, wherever its slot is then.
+        let mut selector = uri.token_attributes();
+        selector.slot_id = None;
         Ok(Self {
             inner: Arc::new(TokenInner {
                 module,

@@ -295,6 +295,22 @@ const PATH_ATTRIBUTES: [&str; 13] = [
     "type",
 ];
 
+impl Pkcs11Uri {
+    /// Only the attributes that select a token (no object, PIN or module attributes).
+    pub fn token_attributes(&self) -> Self {
+        Self {
+            token: self.token.clone(),
+            manufacturer: self.manufacturer.clone(),
+            model: self.model.clone(),
+            serial: self.serial.clone(),
+            slot_description: self.slot_description.clone(),
+            slot_manufacturer: self.slot_manufacturer.clone(),
+            slot_id: self.slot_id,
+            ..Self::default()
+        }
+    }
+}
+
 impl FromStr for Pkcs11Uri {
     type Err = UriError;
 

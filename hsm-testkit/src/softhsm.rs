@@ -68,17 +68,7 @@ impl SoftHsm {
             "SoftHsm::isolated must run on a libtest test thread (its name is the test path)",
         );
         let dir = tempfile::tempdir().expect("temp dir");
-        let tokens = dir.path().join("tokens");
-        std::fs::create_dir(&tokens).expect("token dir");
-        let conf = dir.path().join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
-                tokens.display()
-            ),
-        )
-        .expect("softhsm2.conf");
+        let conf = Self::write_config(dir.path());
         let exe = std::env::current_exe().expect("test binary");
         let output = Command::new(exe)
             .args([test.as_str(), "--exact", "--nocapture", "--test-threads=1"])
@@ -94,6 +84,26 @@ impl SoftHsm {
             String::from_utf8_lossy(&output.stderr)
         );
         drop(module);
+    }
+
+    /// Writes `softhsm2.conf` and an empty `tokens/` store into `dir`; returns the
+    /// configuration's path, for `SOFTHSM2_CONF`.
+    ///
+    /// # Panics
+    /// When the files cannot be written.
+    pub fn write_config(dir: &Path) -> PathBuf {
+        let tokens = dir.join("tokens");
+        std::fs::create_dir_all(&tokens).expect("token dir");
+        let conf = dir.join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+                tokens.display()
+            ),
+        )
+        .expect("softhsm2.conf");
+        conf
     }
 
     /// Wrapper form of [`isolated`](Self::isolated) for
