@@ -11,7 +11,7 @@
 //! - the certificates follow the C SDK's own DER layout (see `compat/x509.rs`).
 
 mod drbg;
-mod ecdsa;
+pub mod ecdsa;
 mod glibc;
 mod sha256_le;
 

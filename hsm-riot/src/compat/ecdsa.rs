@@ -11,7 +11,7 @@ use super::{HmacDrbg, point_draw, scalar_draw};
 /// Signs a SHA-256 `digest` with `key`: per attempt, draws `k`, the point-blinding value and the
 /// blinding scalar `t` (which cancels out), then `r = (kG).x mod n`, `s = k^-1 (e + r d) mod n`.
 /// Returns `(r, s)` as 32-byte big-endian values.
-pub(crate) fn sign(key: &NonZeroScalar, digest: &[u8; 32], drbg: &mut HmacDrbg) -> ([u8; 32], [u8; 32]) {
+pub fn sign(key: &NonZeroScalar, digest: &[u8; 32], drbg: &mut HmacDrbg) -> ([u8; 32], [u8; 32]) {
     let e = <Scalar as Reduce<FieldBytes>>::reduce(&FieldBytes::from(*digest));
     loop {
         let k = scalar_draw(drbg);
