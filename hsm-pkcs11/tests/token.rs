@@ -273,6 +273,12 @@ fn pin_from_file_env_and_callback() {
             ..OpenOptions::default()
         };
         Token::open_with(&uri(&base), &options(Pin::File(pin_file.clone()))).unwrap();
+        // From the environment (the harness sets HSM_TESTKIT_USER_PIN in the child process).
+        Token::open_with(
+            &uri(&base),
+            &options(Pin::Env(hsm_testkit::softhsm::PIN_ENV.into())),
+        )
+        .unwrap();
         // A variable that is not set gives no PIN, which this token needs.
         let err = Token::open_with(&uri(&base), &options(Pin::Env("HSM_TEST_UNSET_PIN".into())))
             .unwrap_err();
@@ -341,6 +347,11 @@ fn bad_input_gives_typed_errors() {
         let good = uri(&softhsm.uri("errors", "device"));
         let token = Token::open(&good).unwrap();
         let missing = uri(&softhsm.uri("errors", "no-such-key"));
+        let tokens = token.module().tokens().unwrap();
+        assert!(
+            tokens.iter().any(|t| t.label == "errors" && t.initialized),
+            "{tokens:?}"
+        );
         let err = Pkcs11Key::open(&token, &missing).unwrap_err();
         assert!(
             matches!(

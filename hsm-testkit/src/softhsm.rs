@@ -16,6 +16,9 @@ pub const USER_PIN: &str = "1234";
 pub const SO_PIN: &str = "5678";
 
 const CHILD_ENV: &str = "HSM_TESTKIT_SOFTHSM_DIR";
+/// Set to [`USER_PIN`] in every [`SoftHsm::isolated`] child, for tests of PINs read from the
+/// environment.
+pub const PIN_ENV: &str = "HSM_TESTKIT_USER_PIN";
 const MODULE_PATHS: [&str; 3] = [
     "/usr/lib/softhsm/libsofthsm2.so",
     "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
@@ -74,6 +77,7 @@ impl SoftHsm {
             .args([test.as_str(), "--exact", "--nocapture", "--test-threads=1"])
             .env("SOFTHSM2_CONF", &conf)
             .env(CHILD_ENV, dir.path())
+            .env(PIN_ENV, USER_PIN)
             .output()
             .expect("run the test in a child process");
         let stdout = String::from_utf8_lossy(&output.stdout);
