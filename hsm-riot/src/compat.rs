@@ -14,14 +14,19 @@ mod drbg;
 pub mod ecdsa;
 mod glibc;
 mod sha256_le;
+mod x509;
 
-use hsm_core::SecretBytes;
+use std::sync::Arc;
+
+use hsm_core::{CertificateDer, KeyHandle, RegistrationId, SecretBytes, X509Attestation};
 use p256::elliptic_curve::PrimeField as _;
 use p256::{NonZeroScalar, Scalar};
 use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
 pub use drbg::HmacDrbg;
+
+use crate::{DiceKey, Error};
 
 /// The C SDK's development UDS.
 pub const SDK_UDS: [u8; 32] =
@@ -35,6 +40,166 @@ pub const SDK_FWID: [u8; 32] =
 /// The C SDK's fixed development root private key.
 pub const SDK_ROOT_KEY: [u8; 32] =
     hex32("e3e7c713573fd9c8b8e1eaf453f1561502f071c05349c8dae626a90b1788e570");
+
+/// The development root's public point as the SDK embeds it: its source bytes as they are, which
+/// is not a point on P-256 (the SDK reads the private key big-endian, the point was written for a
+/// little-endian reader). Kept so the root certificate comes out as the SDK's.
+pub const SDK_ROOT_POINT: [u8; 64] = {
+    let x = hex32("eb9cfcc84994d350a71f9dc5093dd2feb94897f495a55decc90f52a1265aab69");
+    let y = hex32("7dceb16239f83cd59aad9e05b14f70a2fad4fb04e537d2639a469efdb05b1edf");
+    let mut point = [0u8; 64];
+    let mut i = 0;
+    while i < 32 {
+        point[i] = x[i];
+        point[32 + i] = y[i];
+        i += 1;
+    }
+    point
+};
+
+/// A device of the compatibility profile: the SDK's certificates, and the Alias key as a handle.
+///
+/// `certificate_chain()` is what the SDK's `get_certificate` returns: the Alias certificate, then
+/// the DeviceID certificate signed by the development root. The Alias and root certificates are
+/// the SDK's byte for byte; the DeviceID certificate cannot be (the SDK hashes heap pointers into
+/// its authority key identifier), so it uses SHA-1 of the root point there.
+#[derive(Debug)]
+pub struct SdkDevice {
+    registration_id: RegistrationId,
+    chain: Vec<CertificateDer<'static>>,
+    root: CertificateDer<'static>,
+    alias: Arc<DiceKey>,
+    alias_private_key: SecretBytes,
+    device_id_public: [u8; 64],
+}
+
+impl SdkDevice {
+    /// The SDK's development device: its UDS, RIoT Core measurement and FWID.
+    ///
+    /// # Errors
+    /// As for [`new`](Self::new).
+    pub fn development() -> Result<Self, Error> {
+        Self::new(
+            &SecretBytes::copy_from(&SDK_UDS),
+            &SDK_MEASUREMENT,
+            &SDK_FWID,
+        )
+    }
+
+    /// A device of this profile with its own UDS, measurement and FWID.
+    ///
+    /// # Errors
+    /// [`Error::WrongLength`] for a UDS that is not 32 bytes; [`Error::Certificate`]-free, but
+    /// [`Error::RootCertificate`] in the 1-in-256 cases where the SDK itself would have written
+    /// an invalid signature (a signature scalar below 2^248), which no implementation can match.
+    pub fn new(uds: &SecretBytes, measurement: &[u8; 32], fwid: &[u8; 32]) -> Result<Self, Error> {
+        if uds.len() != 32 {
+            return Err(Error::WrongLength {
+                what: "UDS",
+                expected: 32,
+                got: uds.len(),
+            });
+        }
+        let cdi = cdi(uds, measurement);
+        let mut derived = derive_keys(&cdi, fwid);
+        let device_id_public = point_of(&derived.device_id);
+        let alias_public = point_of(&derived.alias);
+        let signer = x509::SdkName {
+            common_name: "riot-signer-core",
+            organization: "MSR_TEST",
+            country: "US",
+        };
+        let device = x509::SdkName {
+            common_name: "riot-device-cert",
+            ..signer
+        };
+        let root = x509::SdkName {
+            common_name: "riot-root",
+            ..signer
+        };
+        let root_key = NonZeroScalar::from_repr(SDK_ROOT_KEY.into())
+            .into_option()
+            .ok_or_else(|| Error::RootCertificate("the SDK root key is not a scalar".into()))?;
+        let unmatchable = |what: &str| {
+            Error::RootCertificate(format!(
+                "the SDK would write an invalid {what} signature for these inputs (a scalar below 2^248)"
+            ))
+        };
+        // Signing order and DRBG as in the SDK: Alias (by DeviceID), root, DeviceID (by root).
+        let mut sign = |tbs: Vec<u8>, key: &NonZeroScalar, what: &str| {
+            let digest: [u8; 32] = Sha256::digest(&tbs).into();
+            let (r, s) = ecdsa::sign(key, &digest, &mut derived.drbg);
+            x509::certificate(&tbs, &r, &s).ok_or_else(|| unmatchable(what))
+        };
+        let alias_cert = sign(
+            x509::alias_tbs(&signer, &device, &alias_public, &device_id_public, fwid),
+            &derived.device_id,
+            "Alias",
+        )?;
+        let root_cert = sign(x509::root_tbs(&root, &SDK_ROOT_POINT), &root_key, "root")?;
+        let device_cert = sign(
+            x509::device_id_tbs(&root, &signer, &device_id_public, &SDK_ROOT_POINT),
+            &root_key,
+            "DeviceID",
+        )?;
+        let alias_bytes: [u8; 32] = derived.alias.to_repr().into();
+        let alias_private_key = SecretBytes::new(x509::ec_private_key(&alias_bytes, &alias_public));
+        let alias_signing = p256::ecdsa::SigningKey::from(derived.alias);
+        Ok(Self {
+            registration_id: RegistrationId::new("riot-device-cert").map_err(|e| {
+                Error::InvalidCommonName {
+                    name: "riot-device-cert".into(),
+                    reason: e.to_string(),
+                }
+            })?,
+            chain: vec![alias_cert.into(), device_cert.into()],
+            root: root_cert.into(),
+            alias: Arc::new(DiceKey::new(alias_signing)),
+            alias_private_key,
+            device_id_public,
+        })
+    }
+
+    /// The SDK's development root certificate (its public key is the SDK's off-curve point, so
+    /// standard tools cannot decode it: kept for byte compatibility only).
+    pub fn root_certificate(&self) -> &CertificateDer<'static> {
+        &self.root
+    }
+
+    /// The Alias private key in the SDK's `EC PRIVATE KEY` layout (what `get_alias_key` returns,
+    /// as DER). A secret: for migration tooling only.
+    pub fn alias_private_key_der(&self) -> &SecretBytes {
+        &self.alias_private_key
+    }
+
+    /// The DeviceID public point, X then Y.
+    pub fn device_id_public_point(&self) -> &[u8; 64] {
+        &self.device_id_public
+    }
+}
+
+impl X509Attestation for SdkDevice {
+    fn registration_id(&self) -> &RegistrationId {
+        &self.registration_id
+    }
+
+    fn certificate_chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
+    }
+
+    fn alias_key(&self) -> Arc<dyn KeyHandle> {
+        self.alias.clone()
+    }
+}
+
+/// X and Y of `d·G`, 32 bytes each.
+fn point_of(d: &NonZeroScalar) -> [u8; 64] {
+    let public = p256::PublicKey::from_secret_scalar(d);
+    let encoded = p256::ecdsa::VerifyingKey::from(&public).to_sec1_point(false);
+    let mut point = [0u8; 64];
+    point.copy_from_slice(&encoded.as_bytes()[1..65]);
+    point
+}
 
 /// `CDI = H'(H'(UDS) || measurement)` with the little-endian SHA-256 variant.
 pub fn cdi(uds: &SecretBytes, measurement: &[u8; 32]) -> Zeroizing<[u8; 32]> {
