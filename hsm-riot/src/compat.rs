@@ -218,6 +218,13 @@ pub struct Derived {
     pub drbg: HmacDrbg,
 }
 
+impl Drop for Derived {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.device_id);
+        zeroize::Zeroize::zeroize(&mut self.alias);
+    }
+}
+
 impl std::fmt::Debug for Derived {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Derived([redacted])")

@@ -6,6 +6,13 @@ pub(crate) struct Rand {
     r: Vec<u32>,
 }
 
+impl Drop for Rand {
+    fn drop(&mut self) {
+        // The state is derived from secret digests.
+        zeroize::Zeroize::zeroize(&mut self.r);
+    }
+}
+
 impl Rand {
     pub(crate) fn new(seed: u32) -> Self {
         // srandom_r: seed 0 becomes 1; 31 words from the Park-Miller LCG in signed 32-bit
