@@ -6,7 +6,8 @@
 //! - the two DICE hashes use a SHA-256 variant that loads message words, the length and the
 //!   output little-endian (the C code's byte order on little-endian hosts);
 //! - key derivation seeds glibc's `rand()` from a byte sum and feeds 48 of its low bytes to an
-//!   HMAC-DRBG, so the key space per label is about 2^32;
+//!   HMAC-DRBG; the seed is the byte sum of a 32-byte digest plus 31, so there are only about
+//!   8,000 possible keys per label;
 //! - ECDSA nonces come from that DRBG, not RFC 6979;
 //! - the certificates follow the C SDK's own DER layout (see `compat/x509.rs`).
 
