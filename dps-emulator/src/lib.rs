@@ -1,2 +1,370 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+
+mod config;
+mod enrollment;
+mod error;
+mod faults;
+mod https;
+mod mqtt;
+mod sas;
+mod service;
+mod store;
+mod tls;
+mod tpm;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::CertificateDer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+pub use config::Config;
+pub use enrollment::{
+    AllocationPolicy, Enrollment, EnrollmentGroup, Enrollments, GroupAttestation,
+    IndividualAttestation, KeyPair, Thumbprint, X509Match,
+};
+pub use error::Error;
+pub use faults::{Fault, FaultKind, FaultTarget};
+pub use https::{Limits, MAX_BODY, fuzz_route};
+pub use mqtt::fuzz_topic;
+pub use sas::{SasError, SasToken};
+pub use service::{API_VERSIONS, RegistrationRecord};
+
+use service::{Service, Settings};
+
+/// The ID scope the emulator uses unless told otherwise.
+pub const DEFAULT_ID_SCOPE: &str = "0ne00000EMU";
+
+/// Configures and starts an [`Emulator`].
+#[derive(Debug)]
+pub struct EmulatorBuilder {
+    settings: Settings,
+    enrollments: Enrollments,
+    https: SocketAddr,
+    mqtt: Option<SocketAddr>,
+    ca: Option<(String, String)>,
+    server_names: Vec<String>,
+    state_file: Option<PathBuf>,
+    faults: Vec<Fault>,
+    limits: Limits,
+}
+
+impl Default for EmulatorBuilder {
+    fn default() -> Self {
+        Self {
+            settings: Settings {
+                id_scope: DEFAULT_ID_SCOPE.to_owned(),
+                iot_hubs: vec!["emulated-hub.azure-devices.net".to_owned()],
+                allocation: AllocationPolicy::Hashed,
+                retry_after: 1,
+                assigning_polls: 0,
+                issued_certificate_validity: Duration::from_secs(30 * 86_400),
+            },
+            enrollments: Enrollments::default(),
+            https: SocketAddr::from(([127, 0, 0, 1], 0)),
+            mqtt: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            ca: None,
+            server_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            state_file: None,
+            faults: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl EmulatorBuilder {
+    /// The ID scope devices must use (default [`DEFAULT_ID_SCOPE`]).
+    #[must_use]
+    pub fn id_scope(mut self, scope: impl Into<String>) -> Self {
+        self.settings.id_scope = scope.into();
+        self
+    }
+
+    /// The IoT Hubs devices are allocated to (default one, `emulated-hub.azure-devices.net`).
+    #[must_use]
+    pub fn iot_hubs<I, S>(mut self, hubs: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.settings.iot_hubs = hubs.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// How devices are spread over the hubs (default hashed).
+    #[must_use]
+    pub fn allocation(mut self, policy: AllocationPolicy) -> Self {
+        self.settings.allocation = policy;
+        self
+    }
+
+    /// The `Retry-After` the emulator asks for while assigning, in seconds (default 1; 0 for
+    /// tests).
+    #[must_use]
+    pub fn retry_after(mut self, seconds: u32) -> Self {
+        self.settings.retry_after = seconds;
+        self
+    }
+
+    /// How many polls answer `assigning` before the result (default 0).
+    #[must_use]
+    pub fn assigning_polls(mut self, polls: u32) -> Self {
+        self.settings.assigning_polls = polls;
+        self
+    }
+
+    /// How long certificates issued from CSRs are valid (default 30 days).
+    #[must_use]
+    pub fn issued_certificate_validity(mut self, validity: Duration) -> Self {
+        self.settings.issued_certificate_validity = validity;
+        self
+    }
+
+    /// Adds an individual enrollment.
+    #[must_use]
+    pub fn enroll(mut self, enrollment: Enrollment) -> Self {
+        self.enrollments.add(enrollment);
+        self
+    }
+
+    /// Adds an enrollment group.
+    #[must_use]
+    pub fn enroll_group(mut self, group: EnrollmentGroup) -> Self {
+        self.enrollments.add_group(group);
+        self
+    }
+
+    /// The HTTPS listening address (default `127.0.0.1:0`, an ephemeral port).
+    #[must_use]
+    pub fn https_listen(mut self, addr: SocketAddr) -> Self {
+        self.https = addr;
+        self
+    }
+
+    /// The MQTT-over-TLS listening address (default `127.0.0.1:0`); `None` turns MQTT off.
+    #[must_use]
+    pub fn mqtt_listen(mut self, addr: Option<SocketAddr>) -> Self {
+        self.mqtt = addr;
+        self
+    }
+
+    /// Uses this CA (PEM certificate and PKCS#8 key) instead of generating one, so clients keep
+    /// trusting the emulator across restarts.
+    #[must_use]
+    pub fn ca_pem(mut self, certificate: impl Into<String>, key: impl Into<String>) -> Self {
+        self.ca = Some((certificate.into(), key.into()));
+        self
+    }
+
+    /// Adds a DNS name or IP address to the server certificate (default: `localhost`,
+    /// `127.0.0.1`, `::1`).
+    #[must_use]
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_names.push(name.into());
+        self
+    }
+
+    /// Keeps registration records in this JSON file (written atomically), so a restart keeps
+    /// every device's assignment.
+    #[must_use]
+    pub fn state_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.state_file = Some(path.into());
+        self
+    }
+
+    /// Injects a fault from the start.
+    #[must_use]
+    pub fn fault(mut self, fault: Fault) -> Self {
+        self.faults.push(fault);
+        self
+    }
+
+    /// Connection limits and timeouts.
+    #[must_use]
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Binds the endpoints and starts serving on the current tokio runtime.
+    ///
+    /// # Errors
+    /// [`Error::Bind`] when a port is taken, [`Error::Certificate`] or [`Error::Tls`] when the CA
+    /// or server certificate cannot be made, [`Error::Store`] for an unreadable state file.
+    pub async fn start(self) -> Result<Emulator, Error> {
+        let ca = match &self.ca {
+            Some((cert, key)) => tls::Ca::from_pem(cert, key)?,
+            None => tls::Ca::generate()?,
+        };
+        let (chain, key) = ca.issue_server(&self.server_names)?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let https_tls = tls::server_config(provider.clone(), chain.clone(), key.clone_key(), &[
+            b"http/1.1",
+        ])?;
+        let mqtt_tls = tls::server_config(provider, chain, key, &[b"mqtt"])?;
+        let service = Arc::new(Service::new(
+            self.settings,
+            self.enrollments,
+            ca,
+            self.state_file,
+        )?);
+        for fault in self.faults {
+            service.faults.inject(fault);
+        }
+        let (shutdown, watch_rx) = watch::channel(false);
+        let bind = |addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::Bind { addr, source })
+        };
+        let https_listener = bind(self.https).await?;
+        let https_addr = https_listener
+            .local_addr()
+            .map_err(|source| Error::Bind {
+                addr: self.https,
+                source,
+            })?;
+        let mut tasks = vec![tokio::spawn(https::serve(
+            https_listener,
+            TlsAcceptor::from(Arc::new(https_tls)),
+            service.clone(),
+            self.limits,
+            watch_rx.clone(),
+        ))];
+        let mut mqtt_addr = None;
+        if let Some(addr) = self.mqtt {
+            let listener = bind(addr).await?;
+            mqtt_addr = Some(
+                listener
+                    .local_addr()
+                    .map_err(|source| Error::Bind { addr, source })?,
+            );
+            tasks.push(tokio::spawn(mqtt::serve(
+                listener,
+                TlsAcceptor::from(Arc::new(mqtt_tls)),
+                service.clone(),
+                self.limits,
+                watch_rx,
+            )));
+        }
+        tracing::info!(%https_addr, ?mqtt_addr, id_scope = %service.settings.id_scope, "dps-emulator listening");
+        Ok(Emulator {
+            service,
+            https_addr,
+            mqtt_addr,
+            shutdown,
+            tasks,
+        })
+    }
+}
+
+/// A running emulator. Dropping it stops the endpoints.
+#[derive(Debug)]
+pub struct Emulator {
+    service: Arc<Service>,
+    https_addr: SocketAddr,
+    mqtt_addr: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Emulator {
+    /// A builder with the defaults: generated CA, ephemeral ports on 127.0.0.1, `Retry-After` 1.
+    pub fn builder() -> EmulatorBuilder {
+        EmulatorBuilder::default()
+    }
+
+    /// The HTTPS endpoint's address.
+    pub fn https_addr(&self) -> SocketAddr {
+        self.https_addr
+    }
+
+    /// The MQTT endpoint's address, if MQTT is on.
+    pub fn mqtt_addr(&self) -> Option<SocketAddr> {
+        self.mqtt_addr
+    }
+
+    /// The global endpoint host to give a client: `localhost:{https port}`.
+    pub fn global_endpoint(&self) -> String {
+        format!("localhost:{}", self.https_addr.port())
+    }
+
+    /// The ID scope.
+    pub fn id_scope(&self) -> &str {
+        &self.service.settings.id_scope
+    }
+
+    /// The CA certificate clients must trust (it signed the server certificate and issues
+    /// certificates from CSRs).
+    pub fn ca_certificate(&self) -> &CertificateDer<'static> {
+        self.service.ca.certificate()
+    }
+
+    /// The CA certificate as PEM.
+    pub fn ca_pem(&self) -> &str {
+        self.service.ca.pem()
+    }
+
+    /// The CA's private key as PKCS#8 PEM, to restart with the same CA
+    /// ([`EmulatorBuilder::ca_pem`]).
+    pub fn ca_key_pem(&self) -> String {
+        self.service.ca.key_pem()
+    }
+
+    /// Writes the CA certificate to a PEM file.
+    ///
+    /// # Errors
+    /// [`Error::File`] when the file cannot be written.
+    pub fn write_ca(&self, path: &Path) -> Result<(), Error> {
+        std::fs::write(path, self.ca_pem()).map_err(|source| Error::File {
+            operation: "write the CA certificate",
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Injects a fault.
+    pub fn inject(&self, fault: Fault) {
+        self.service.faults.inject(fault);
+    }
+
+    /// Removes every pending fault.
+    pub fn clear_faults(&self) {
+        self.service.faults.clear();
+    }
+
+    /// Changes the enrollments while running.
+    pub fn with_enrollments<R>(&self, f: impl FnOnce(&mut Enrollments) -> R) -> R {
+        let mut enrollments = self
+            .service
+            .enrollments
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        f(&mut enrollments)
+    }
+
+    /// Every device registered so far.
+    pub fn registrations(&self) -> Vec<RegistrationRecord> {
+        self.service.registrations()
+    }
+
+    /// Stops accepting connections, closes the open ones and waits for the endpoints to end.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}

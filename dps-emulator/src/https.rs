@@ -1,0 +1,279 @@
+//! The HTTPS endpoint: DPS's REST API over hyper and tokio-rustls.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls_pki_types::CertificateDer;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::sas::percent_decode;
+use crate::service::{Reply, Request, RequestKind, Service, Transport};
+
+/// Request bodies larger than this are refused with 413.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Connection limits of both endpoints.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections served at once; more are closed at accept.
+    pub max_connections: usize,
+    /// Time allowed for the TLS handshake and for each request's headers (and, over MQTT, for
+    /// the CONNECT packet).
+    pub read_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The connection is to be dropped without an answer.
+#[derive(Debug)]
+struct DropConnection;
+
+impl std::fmt::Display for DropConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped on purpose")
+    }
+}
+
+impl std::error::Error for DropConnection {}
+
+pub(crate) async fn serve(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    service: Arc<Service>,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "connection limit reached, closing");
+            continue;
+        };
+        let acceptor = acceptor.clone();
+        let service = service.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let tls = match tokio::time::timeout(limits.read_timeout, acceptor.accept(stream)).await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let chain: Arc<Vec<CertificateDer<'static>>> = Arc::new(
+                tls.get_ref()
+                    .1
+                    .peer_certificates()
+                    .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+                    .unwrap_or_default(),
+            );
+            let svc = service_fn(move |req| {
+                let service = service.clone();
+                let chain = chain.clone();
+                async move { handle(&service, &chain, req).await }
+            });
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.read_timeout)
+                .serve_connection(TokioIo::new(tls), svc);
+            tokio::pin!(connection);
+            tokio::select! {
+                r = connection.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "connection ended");
+                    }
+                }
+                _ = shutdown.changed() => {}
+            }
+        });
+    }
+}
+
+async fn handle(
+    service: &Service,
+    chain: &[CertificateDer<'static>],
+    req: hyper::Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, DropConnection> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let api_version = req.uri().query().and_then(|q| query_param(q, "api-version"));
+    let authorization = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let Some(route) = Route::parse(&path) else {
+        return Ok(respond(Reply::error(404, 404001, "No such resource.")));
+    };
+    let kind = match (&method, &route.operation) {
+        (&Method::PUT, Some(Tail::Register)) => {
+            match Limited::new(req.into_body(), MAX_BODY).collect().await {
+                Ok(body) => RequestKind::Register(body.to_bytes().to_vec()),
+                Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                    return Ok(respond(Reply::error(
+                        413,
+                        413000,
+                        "The request body is too large.",
+                    )));
+                }
+                Err(_) => return Err(DropConnection),
+            }
+        }
+        (&Method::GET, Some(Tail::Operation(id))) => RequestKind::Operation(id.clone()),
+        (&Method::POST, None) => RequestKind::Status,
+        _ => {
+            return Ok(respond(Reply::error(
+                405,
+                405000,
+                "The method is not allowed on this resource.",
+            )));
+        }
+    };
+    let reply = service
+        .handle(Request {
+            id_scope: &route.id_scope,
+            registration_id: route.registration_id,
+            api_version,
+            kind,
+            authorization,
+            client_chain: chain,
+            transport: Transport::Https,
+        })
+        .await;
+    if reply.drop {
+        return Err(DropConnection);
+    }
+    Ok(respond(reply))
+}
+
+fn respond(reply: Reply) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(reply.body)));
+    *response.status_mut() =
+        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    if let Some(seconds) = reply.retry_after {
+        headers.insert(hyper::header::RETRY_AFTER, seconds.into());
+    }
+    response
+}
+
+/// `/{idScope}/registrations/{registrationId}[/register | /operations/{operationId}]`
+#[derive(Debug, PartialEq, Eq)]
+struct Route {
+    id_scope: String,
+    registration_id: String,
+    operation: Option<Tail>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Tail {
+    Register,
+    Operation(String),
+}
+
+impl Route {
+    fn parse(path: &str) -> Option<Self> {
+        let mut parts = path.strip_prefix('/')?.split('/');
+        let id_scope = percent_decode(parts.next()?)?;
+        if parts.next()? != "registrations" {
+            return None;
+        }
+        let registration_id = percent_decode(parts.next()?)?;
+        let operation = match (parts.next(), parts.next()) {
+            (None, None) => None,
+            (Some("register"), None) => Some(Tail::Register),
+            (Some("operations"), Some(id)) => Some(Tail::Operation(percent_decode(id)?)),
+            _ => return None,
+        };
+        if parts.next().is_some() || id_scope.is_empty() {
+            return None;
+        }
+        Some(Self {
+            id_scope,
+            registration_id,
+            operation,
+        })
+    }
+}
+
+pub(crate) fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == name).then(|| percent_decode(v)).flatten()
+    })
+}
+
+/// Parses a request target as the HTTPS endpoint would: for the fuzz target.
+#[doc(hidden)]
+pub fn fuzz_route(target: &str) -> bool {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let _ = query_param(query, "api-version");
+    Route::parse(path).is_some()
+}
+
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(
+            Route::parse("/0ne1/registrations/dev%2D1/register"),
+            Some(Route {
+                id_scope: "0ne1".into(),
+                registration_id: "dev-1".into(),
+                operation: Some(Tail::Register),
+            })
+        );
+        assert_eq!(
+            Route::parse("/s/registrations/d/operations/5.abc").unwrap().operation,
+            Some(Tail::Operation("5.abc".into()))
+        );
+        assert_eq!(Route::parse("/s/registrations/d").unwrap().operation, None);
+        for bad in ["", "/", "/s", "/s/x/d", "/s/registrations/d/x", "/s/registrations/d/register/x", "/s/registrations/%zz"] {
+            assert_eq!(Route::parse(bad), None, "{bad}");
+        }
+        assert_eq!(query_param("a=1&api-version=2021-06-01", "api-version").as_deref(), Some("2021-06-01"));
+    }
+}

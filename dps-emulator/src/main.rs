@@ -1,0 +1,87 @@
+//! `dps-emulator`: a local Device Provisioning Service for development and CI.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use dps_emulator::{Config, Emulator};
+
+/// A local Azure IoT Device Provisioning Service (HTTPS and MQTT) that checks every credential.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// The TOML file with the ID scope, hubs and enrollments (see enrollments.example.toml).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Listen for HTTPS here (overrides the file; default 127.0.0.1:0, any free port).
+    #[arg(long)]
+    https: Option<SocketAddr>,
+    /// Listen for MQTT over TLS here (overrides the file).
+    #[arg(long)]
+    mqtt: Option<SocketAddr>,
+    /// Write the CA certificate clients must trust to this PEM file.
+    #[arg(long)]
+    write_ca: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                eprintln!("  caused by: {s}");
+                source = s.source();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), dps_emulator::Error> {
+    let (mut builder, file_ca) = match &args.config {
+        Some(path) => {
+            let config = Config::from_file(path)?;
+            let write_ca = config.write_ca_path();
+            (config.into_builder()?, write_ca)
+        }
+        None => (Emulator::builder(), None),
+    };
+    if let Some(addr) = args.https {
+        builder = builder.https_listen(addr);
+    }
+    if let Some(addr) = args.mqtt {
+        builder = builder.mqtt_listen(Some(addr));
+    }
+    let emulator = builder.start().await?;
+    let ca_path = args
+        .write_ca
+        .or(file_ca)
+        .unwrap_or_else(|| std::env::temp_dir().join("dps-emulator-ca.pem"));
+    emulator.write_ca(&ca_path)?;
+    println!("dps-emulator ready");
+    println!("  id scope       {}", emulator.id_scope());
+    println!("  https          https://{}", emulator.https_addr());
+    if let Some(mqtt) = emulator.mqtt_addr() {
+        println!("  mqtt           mqtts://{mqtt}");
+    }
+    println!("  global host    {}", emulator.global_endpoint());
+    println!("  CA certificate {}", ca_path.display());
+    println!("press Ctrl-C to stop");
+    if let Err(e) = tokio::signal::ctrl_c().await {
+        eprintln!("cannot wait for Ctrl-C ({e}); stopping");
+    }
+    println!("stopping");
+    emulator.shutdown().await;
+    Ok(())
+}
