@@ -87,7 +87,18 @@ struct Keys {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CommonConfig {
+struct EnrollmentConfig {
+    registration_id: String,
+    #[serde(default)]
+    device_id: Option<String>,
+    #[serde(default)]
+    symmetric_key: Option<Keys>,
+    #[serde(default)]
+    x509_certificate: Option<PathBuf>,
+    #[serde(default)]
+    x509_thumbprint: Option<String>,
+    #[serde(default)]
+    tpm_endorsement_key: Option<String>,
     #[serde(default = "yes")]
     enabled: bool,
     #[serde(default)]
@@ -102,32 +113,22 @@ struct CommonConfig {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct EnrollmentConfig {
-    registration_id: String,
-    #[serde(default)]
-    device_id: Option<String>,
-    #[serde(default)]
-    symmetric_key: Option<Keys>,
-    #[serde(default)]
-    x509_certificate: Option<PathBuf>,
-    #[serde(default)]
-    x509_thumbprint: Option<String>,
-    #[serde(default)]
-    tpm_endorsement_key: Option<String>,
-    #[serde(flatten)]
-    common: CommonConfig,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct GroupConfig {
     id: String,
     #[serde(default)]
     symmetric_key: Option<Keys>,
     #[serde(default)]
     x509_ca: Option<PathBuf>,
-    #[serde(flatten)]
-    common: CommonConfig,
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    iot_hubs: Vec<String>,
+    #[serde(default)]
+    allocation: Option<AllocationPolicy>,
+    #[serde(default)]
+    initial_twin: Option<toml::Value>,
+    #[serde(default)]
+    return_payload: Option<toml::Value>,
 }
 
 impl Config {
@@ -226,7 +227,10 @@ impl Config {
         if let Some(tls) = &self.tls {
             match (&tls.ca_certificate, &tls.ca_key) {
                 (Some(c), Some(k)) => {
-                    b = b.ca_pem(self.read(c, "read CA certificate")?, self.read(k, "read CA key")?);
+                    b = b.ca_pem(
+                        self.read(c, "read CA certificate")?,
+                        self.read(k, "read CA key")?,
+                    );
                 }
                 (None, None) => {}
                 _ => {
@@ -291,7 +295,13 @@ impl Config {
         if let Some(d) = &e.device_id {
             enrollment = enrollment.device_id(d);
         }
-        enrollment.common = common(&e.common)?;
+        enrollment.common = common(
+            e.enabled,
+            &e.iot_hubs,
+            e.allocation,
+            &e.initial_twin,
+            &e.return_payload,
+        )?;
         Ok(enrollment)
     }
 
@@ -310,12 +320,24 @@ impl Config {
                 });
             }
         };
-        group.common = common(&g.common)?;
+        group.common = common(
+            g.enabled,
+            &g.iot_hubs,
+            g.allocation,
+            &g.initial_twin,
+            &g.return_payload,
+        )?;
         Ok(group)
     }
 }
 
-fn common(c: &CommonConfig) -> Result<crate::enrollment::Common, Error> {
+fn common(
+    enabled: bool,
+    iot_hubs: &[String],
+    allocation: Option<AllocationPolicy>,
+    initial_twin: &Option<toml::Value>,
+    return_payload: &Option<toml::Value>,
+) -> Result<crate::enrollment::Common, Error> {
     let json = |v: &Option<toml::Value>| {
         v.as_ref()
             .map(|v| {
@@ -327,10 +349,10 @@ fn common(c: &CommonConfig) -> Result<crate::enrollment::Common, Error> {
             .transpose()
     };
     Ok(crate::enrollment::Common {
-        enabled: c.enabled,
-        iot_hubs: c.iot_hubs.clone(),
-        allocation: c.allocation,
-        initial_twin: json(&c.initial_twin)?,
-        return_payload: json(&c.return_payload)?,
+        enabled,
+        iot_hubs: iot_hubs.to_vec(),
+        allocation,
+        initial_twin: json(initial_twin)?,
+        return_payload: json(return_payload)?,
     })
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 /// What an injected fault does to one request.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum FaultKind {
     /// Answer `429 Too Many Requests` with this `Retry-After` (seconds).
@@ -36,7 +36,6 @@ fn one() -> u32 {
 
 /// A fault, applied to the next `count` requests that match it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Fault {
     /// What it does.
     #[serde(flatten)]

@@ -130,7 +130,10 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, DropConnection> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let api_version = req.uri().query().and_then(|q| query_param(q, "api-version"));
+    let api_version = req
+        .uri()
+        .query()
+        .and_then(|q| query_param(q, "api-version"));
     let authorization = req
         .headers()
         .get(hyper::header::AUTHORIZATION)
@@ -143,7 +146,10 @@ async fn handle(
         (&Method::PUT, Some(Tail::Register)) => {
             match Limited::new(req.into_body(), MAX_BODY).collect().await {
                 Ok(body) => RequestKind::Register(body.to_bytes().to_vec()),
-                Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                Err(e)
+                    if e.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some() =>
+                {
                     return Ok(respond(Reply::error(
                         413,
                         413000,
@@ -249,7 +255,6 @@ pub fn fuzz_route(target: &str) -> bool {
     Route::parse(path).is_some()
 }
 
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -267,13 +272,26 @@ mod tests {
             })
         );
         assert_eq!(
-            Route::parse("/s/registrations/d/operations/5.abc").unwrap().operation,
+            Route::parse("/s/registrations/d/operations/5.abc")
+                .unwrap()
+                .operation,
             Some(Tail::Operation("5.abc".into()))
         );
         assert_eq!(Route::parse("/s/registrations/d").unwrap().operation, None);
-        for bad in ["", "/", "/s", "/s/x/d", "/s/registrations/d/x", "/s/registrations/d/register/x", "/s/registrations/%zz"] {
+        for bad in [
+            "",
+            "/",
+            "/s",
+            "/s/x/d",
+            "/s/registrations/d/x",
+            "/s/registrations/d/register/x",
+            "/s/registrations/%zz",
+        ] {
             assert_eq!(Route::parse(bad), None, "{bad}");
         }
-        assert_eq!(query_param("a=1&api-version=2021-06-01", "api-version").as_deref(), Some("2021-06-01"));
+        assert_eq!(
+            query_param("a=1&api-version=2021-06-01", "api-version").as_deref(),
+            Some("2021-06-01")
+        );
     }
 }

@@ -204,9 +204,12 @@ impl EmulatorBuilder {
         };
         let (chain, key) = ca.issue_server(&self.server_names)?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let https_tls = tls::server_config(provider.clone(), chain.clone(), key.clone_key(), &[
-            b"http/1.1",
-        ])?;
+        let https_tls = tls::server_config(
+            provider.clone(),
+            chain.clone(),
+            key.clone_key(),
+            &[b"http/1.1"],
+        )?;
         let mqtt_tls = tls::server_config(provider, chain, key, &[b"mqtt"])?;
         let service = Arc::new(Service::new(
             self.settings,
@@ -224,12 +227,10 @@ impl EmulatorBuilder {
                 .map_err(|source| Error::Bind { addr, source })
         };
         let https_listener = bind(self.https).await?;
-        let https_addr = https_listener
-            .local_addr()
-            .map_err(|source| Error::Bind {
-                addr: self.https,
-                source,
-            })?;
+        let https_addr = https_listener.local_addr().map_err(|source| Error::Bind {
+            addr: self.https,
+            source,
+        })?;
         let mut tasks = vec![tokio::spawn(https::serve(
             https_listener,
             TlsAcceptor::from(Arc::new(https_tls)),

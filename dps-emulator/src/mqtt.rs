@@ -159,9 +159,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let login = connect.login.as_ref();
     let username = login.and_then(|l| Username::parse(&l.username));
-    let password = login
-        .map(|l| l.password.clone())
-        .filter(|p| !p.is_empty());
+    let password = login.map(|l| l.password.clone()).filter(|p| !p.is_empty());
     let code = match &username {
         None => ConnectReturnCode::BadUserNamePassword,
         Some(u) if u.registration_id != connect.client_id => ConnectReturnCode::BadClientId,
@@ -185,7 +183,8 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     };
-    conn.write(Packet::ConnAck(ConnAck::new(code, false))).await?;
+    conn.write(Packet::ConnAck(ConnAck::new(code, false)))
+        .await?;
     let Some(username) = username.filter(|_| code == ConnectReturnCode::Success) else {
         return Err(SessionError::Refused(code));
     };
@@ -229,9 +228,9 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                 let rid = query_param(query, "$rid").unwrap_or_default();
                 let kind = match topic {
                     REGISTER_TOPIC => RequestKind::Register(publish.payload.to_vec()),
-                    STATUS_TOPIC => {
-                        RequestKind::Operation(query_param(query, "operationId").unwrap_or_default())
-                    }
+                    STATUS_TOPIC => RequestKind::Operation(
+                        query_param(query, "operationId").unwrap_or_default(),
+                    ),
                     _ => {
                         tracing::debug!(topic = %publish.topic, "publish to an unknown topic");
                         continue;

@@ -383,11 +383,7 @@ impl Service {
             },
         };
         if tpm.is_some() && request.transport == Transport::Mqtt {
-            return Reply::error(
-                400,
-                400004,
-                "TPM attestation is not supported over MQTT.",
-            );
+            return Reply::error(400, 400004, "TPM attestation is not supported over MQTT.");
         }
         let csr = match &body.csr {
             None => None,
@@ -502,10 +498,7 @@ impl Service {
             Reply::error(401, 401002, "The device is unauthorized.")
         };
         let id = request.registration_id.as_str();
-        let enrollments = self
-            .enrollments
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
+        let enrollments = self.enrollments.read().unwrap_or_else(|e| e.into_inner());
         let individual = enrollments.individual.get(id);
         if let Some(leaf) = request.client_chain.first() {
             if common_name(leaf).as_deref() != Some(id) {
@@ -606,13 +599,13 @@ impl Service {
             }
             return Err(unauthorized("no enrolled key signed the SAS token"));
         }
-        if let (Some((ek, srk)), Some(e)) = (tpm, individual) {
-            if let IndividualAttestation::Tpm { endorsement_key } = &e.attestation {
-                if endorsement_key != ek {
-                    return Err(unauthorized("the EK is not the enrolled one"));
-                }
-                return Err(self.tpm_challenge(id, ek, srk));
+        if let (Some((ek, srk)), Some(e)) = (tpm, individual)
+            && let IndividualAttestation::Tpm { endorsement_key } = &e.attestation
+        {
+            if endorsement_key != ek {
+                return Err(unauthorized("the EK is not the enrolled one"));
             }
+            return Err(self.tpm_challenge(id, ek, srk));
         }
         Err(unauthorized("no credential"))
     }
@@ -676,9 +669,11 @@ impl Service {
             None => None,
             Some((ek, srk)) => {
                 let key = Zeroizing::new(random_bytes(32));
-                Some(crate::tpm::activation_blob(ek, srk, &key).map_err(|reason| {
-                    Reply::error(500, 500000, &format!("Cannot build the hub key: {reason}"))
-                })?)
+                Some(
+                    crate::tpm::activation_blob(ek, srk, &key).map_err(|reason| {
+                        Reply::error(500, 500000, &format!("Cannot build the hub key: {reason}"))
+                    })?,
+                )
             }
         };
         let now = now_rfc3339();
@@ -706,10 +701,10 @@ impl Service {
                 registrations: previous.map_or(1, |p| p.registrations.saturating_add(1)),
             };
             state.registrations.insert(id.to_owned(), record.clone());
-            if let Some(path) = &self.store {
-                if let Err(e) = store::save(path, &state.registrations) {
-                    tracing::error!(error = %e, "cannot persist registrations");
-                }
+            if let Some(path) = &self.store
+                && let Err(e) = store::save(path, &state.registrations)
+            {
+                tracing::error!(error = %e, "cannot persist registrations");
             }
             (record, substatus)
         };

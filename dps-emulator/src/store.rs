@@ -29,7 +29,10 @@ pub(crate) fn load(path: &Path) -> Result<HashMap<String, RegistrationRecord>, E
         .collect())
 }
 
-pub(crate) fn save(path: &Path, records: &HashMap<String, RegistrationRecord>) -> Result<(), Error> {
+pub(crate) fn save(
+    path: &Path,
+    records: &HashMap<String, RegistrationRecord>,
+) -> Result<(), Error> {
     let mut list: Vec<_> = records.values().collect();
     list.sort_by(|a, b| a.registration_id.cmp(&b.registration_id));
     let text = serde_json::to_vec_pretty(&list).map_err(|source| Error::Store {

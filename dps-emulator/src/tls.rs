@@ -154,7 +154,9 @@ impl Ca {
             .unwrap_or(365)
             .max(1);
         validity(params, days);
-        let cert = csr.signed_by(&self.issuer).map_err(|_| CsrError::Malformed)?;
+        let cert = csr
+            .signed_by(&self.issuer)
+            .map_err(|_| CsrError::Malformed)?;
         Ok(vec![cert.der().clone(), self.certificate.clone()])
     }
 }
