@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use rumqttc::mqttbytes::v4::{
-    ConnAck, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode,
+    ConnAck, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode, UnsubAck,
 };
 use rumqttc::mqttbytes::{Error as MqttError, QoS};
 use rustls_pki_types::CertificateDer;
@@ -261,9 +261,14 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                 )))
                 .await?;
             }
+            // The Node SDK unsubscribes before it disconnects and waits for the UNSUBACK.
+            Packet::Unsubscribe(unsub) => {
+                conn.write(Packet::UnsubAck(UnsubAck::new(unsub.pkid)))
+                    .await?;
+            }
             Packet::PingReq => conn.write(Packet::PingResp).await?,
             Packet::Disconnect => return Ok(()),
-            Packet::PubAck(_) | Packet::Unsubscribe(_) => {}
+            Packet::PubAck(_) => {}
             _ => return Err(SessionError::NotConnect),
         }
     }
