@@ -48,6 +48,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test --workspace --all-targets (unit, integration, conformance, examples, bench smoke)"
 cargo test --workspace --all-targets --locked
 
+step "official Azure IoT Node.js SDK against the dps-emulator"
+scripts/node-sdk-test.sh
+
 step "cargo test --workspace --doc"
 cargo test --workspace --doc --locked
 
