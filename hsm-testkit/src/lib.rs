@@ -4,6 +4,7 @@
 pub mod checks;
 pub mod pki;
 pub mod softhsm;
+pub mod swtpm;
 pub mod tls;
 pub mod tools;
 pub mod verify;
