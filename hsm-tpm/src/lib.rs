@@ -1,1 +1,23 @@
 #![doc = include_str!("../README.md")]
+#![deny(unsafe_code)]
+
+mod error;
+mod handle;
+mod identity;
+mod key;
+mod public;
+mod sequence;
+mod tcti;
+mod templates;
+mod tpm;
+
+pub use error::{Error, TssError};
+pub use handle::PersistentHandle;
+pub use identity::{TpmHmacKey, TpmIdentity, TpmIdentityBuilder};
+pub use key::{TpmKey, create_csr};
+pub use tcti::{
+    BusType, DEFAULT_DEVICE, DEFAULT_SIMULATOR_HOST, DEFAULT_SIMULATOR_PORT,
+    DEFAULT_TABRMD_BUS_NAME, TCTI_ENV, Tcti, TctiError,
+};
+pub use templates::{EkTemplate, KeySpec};
+pub use tpm::{Tpm, TpmOptions};
