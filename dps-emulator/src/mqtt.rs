@@ -38,6 +38,8 @@ pub(crate) async fn serve(
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
+        // Replies go out in more than one write; don't let Nagle hold the second back.
+        let _ = stream.set_nodelay(true);
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "connection limit reached, closing");
             continue;

@@ -51,6 +51,15 @@ async fn symmetric_key_over_mqtt() {
     assert_eq!(status, 200);
     assert_eq!(body["registrationState"]["status"], "assigned");
     assert_eq!(body["registrationState"]["payload"], json!({"a": 1}));
+    // The Node SDK unsubscribes before disconnecting and waits for the UNSUBACK.
+    let mut unsubscribe = rumqttc::mqttbytes::v4::Unsubscribe::new("$dps/registrations/res/#");
+    unsubscribe.pkid = 42;
+    m.write(rumqttc::mqttbytes::v4::Packet::Unsubscribe(unsubscribe))
+        .await;
+    assert!(matches!(
+        m.read().await,
+        Some(rumqttc::mqttbytes::v4::Packet::UnsubAck(a)) if a.pkid == 42
+    ));
 
     // Wrong key, wrong client id, wrong username: refused at CONNECT.
     let mut m = Mqtt::open(&emu, None).await;
