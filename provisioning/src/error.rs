@@ -1,0 +1,225 @@
+use std::fmt;
+use std::time::Duration;
+
+use crate::RegistrationStatus;
+
+/// A boxed cause from a library the client uses (hyper, rumqttc, rustls, rcgen), so that their
+/// types stay out of this crate's API.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The error body DPS sends with a non-2xx status: `{errorCode, trackingId, message,
+/// timestampUtc}`. Every field is optional because a proxy or a broken service may send anything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServiceError {
+    /// The HTTP status (over MQTT, the status in the response topic).
+    pub status: u16,
+    /// DPS's error code, e.g. `401002`.
+    pub error_code: Option<u64>,
+    /// The tracking id to quote to Azure support.
+    pub tracking_id: Option<String>,
+    /// DPS's message.
+    pub message: Option<String>,
+    /// When DPS says the error happened (RFC 3339).
+    pub timestamp_utc: Option<String>,
+}
+
+impl fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "status {}", self.status)?;
+        if let Some(code) = self.error_code {
+            write!(f, ", error code {code}")?;
+        }
+        if let Some(message) = &self.message {
+            write!(f, ": {message}")?;
+        }
+        if let Some(tracking) = &self.tracking_id {
+            write!(f, " (tracking id {tracking})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ServiceError {}
+
+/// Everything that can go wrong building a client or registering a device.
+///
+/// Retried (with backoff, within the retry policy and the overall deadline) before they are
+/// returned: [`Throttled`](Self::Throttled), [`Transient`](Self::Transient),
+/// [`Io`](Self::Io), [`Mqtt`](Self::Mqtt), [`MalformedResponse`](Self::MalformedResponse) and
+/// [`ResponseTooLarge`](Self::ResponseTooLarge). Returned at once: everything else, in
+/// particular [`Unauthorized`](Self::Unauthorized), [`Rejected`](Self::Rejected),
+/// [`Failed`](Self::Failed), [`Tls`](Self::Tls) and [`Driver`](Self::Driver).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The builder was given something unusable (no attestation, a bad endpoint or ID scope, no
+    /// trusted roots, ...).
+    #[error("invalid provisioning client configuration: {reason}")]
+    Config {
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// DPS has no TPM attestation over MQTT; use HTTPS.
+    #[error("DPS does not support {attestation} attestation over MQTT; use HTTPS")]
+    UnsupportedOverMqtt {
+        /// The attestation mechanism, `"TPM"`.
+        attestation: &'static str,
+    },
+
+    /// DPS refused the device's credentials (HTTP 401, or MQTT CONNACK "not authorized"): a
+    /// wrong key, a certificate no enrollment accepts, an expired SAS token. Never retried.
+    #[error("DPS refused the device's credentials")]
+    Unauthorized {
+        /// What DPS said.
+        #[source]
+        error: ServiceError,
+    },
+
+    /// DPS refused the request for another reason (400 bad request, 404 unknown scope or
+    /// operation, ...). Never retried.
+    #[error("DPS rejected the request")]
+    Rejected {
+        /// What DPS said.
+        #[source]
+        error: ServiceError,
+    },
+
+    /// DPS kept throttling (429) after every retry the policy allows.
+    #[error("DPS throttled the device {attempts} times in a row")]
+    Throttled {
+        /// Requests made for this step.
+        attempts: u32,
+        /// DPS's last answer.
+        #[source]
+        error: ServiceError,
+    },
+
+    /// DPS kept failing (5xx, 408) after every retry the policy allows.
+    #[error("DPS failed {attempts} times in a row")]
+    Transient {
+        /// Requests made for this step.
+        attempts: u32,
+        /// DPS's last answer.
+        #[source]
+        error: ServiceError,
+    },
+
+    /// The registration ended with status `failed` or `disabled`.
+    #[error("registration {status}: error code {error_code:?}: {message:?}")]
+    Failed {
+        /// [`RegistrationStatus::Failed`] or [`RegistrationStatus::Disabled`].
+        status: RegistrationStatus,
+        /// DPS's `errorCode`.
+        error_code: Option<u64>,
+        /// DPS's `errorMessage`.
+        message: Option<String>,
+    },
+
+    /// The overall deadline passed (or the next wait would pass it).
+    #[error("registration did not finish within {after:?}")]
+    Timeout {
+        /// The deadline that was configured.
+        after: Duration,
+        /// The last retried failure before the deadline, if any.
+        #[source]
+        last: Option<Box<Error>>,
+    },
+
+    /// A response could not be understood: invalid JSON, a missing or contradictory field
+    /// (another operation id or registration id, an unknown status, bad base64).
+    #[error("malformed DPS response to {operation}: {reason}")]
+    MalformedResponse {
+        /// The request it answered: `"register"` or `"poll"`.
+        operation: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A response body was larger than the client accepts.
+    #[error("DPS response to {operation} exceeds {limit} bytes")]
+    ResponseTooLarge {
+        /// The request it answered.
+        operation: &'static str,
+        /// The limit in bytes.
+        limit: usize,
+    },
+
+    /// A TLS failure that retrying cannot fix: the server's certificate is not trusted, the
+    /// server refused the client certificate, or a TLS configuration could not be built.
+    #[error("TLS: {operation}")]
+    Tls {
+        /// What was being done, e.g. `"handshake with DPS"`.
+        operation: &'static str,
+        /// The TLS library's error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// A network failure (connect, reset, closed, per-request timeout) that persisted through
+    /// the retries.
+    #[error("I/O: {operation}")]
+    Io {
+        /// What was being done, e.g. `"connect to DPS"`.
+        operation: &'static str,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+
+    /// An MQTT protocol failure that persisted through the retries.
+    #[error("MQTT: {operation}")]
+    Mqtt {
+        /// What was being done.
+        operation: &'static str,
+        /// rumqttc's error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The HSM driver failed (signing a CSR, an HMAC for a SAS token, reading the TPM's keys,
+    /// activating the TPM identity key).
+    #[error("HSM driver: {operation}")]
+    Driver {
+        /// What was being done, e.g. `"HMAC the SAS token"`.
+        operation: &'static str,
+        /// The driver's error.
+        #[source]
+        source: hsm_core::Error,
+    },
+
+    /// A CSR could not be built.
+    #[error("cannot build the certificate signing request")]
+    Csr {
+        /// rcgen's error (the driver's own cause is logged by `hsm_core::RcgenSigner`).
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl Error {
+    pub(crate) fn config(reason: impl Into<String>) -> Self {
+        Self::Config {
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn driver(operation: &'static str, source: hsm_core::Error) -> Self {
+        Self::Driver { operation, source }
+    }
+
+    /// Whether this error is one the client retries before giving up (see the type's
+    /// documentation).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Throttled { .. }
+                | Self::Transient { .. }
+                | Self::Io { .. }
+                | Self::Mqtt { .. }
+                | Self::MalformedResponse { .. }
+                | Self::ResponseTooLarge { .. }
+        )
+    }
+}

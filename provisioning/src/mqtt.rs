@@ -1,0 +1,217 @@
+//! The MQTT transport: MQTT 3.1.1 over TLS with rumqttc, DPS's topics, `$rid` correlation.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Packet, QoS,
+    StateError, TlsConfiguration, Transport,
+};
+use zeroize::Zeroizing;
+
+use crate::client::{Endpoint, Failure, Request, USER_AGENT_VALUE, is_tls_failure, percent_encode};
+use crate::wire::{MAX_RESPONSE, RESPONSE_PREFIX, RawResponse, parse_topic};
+use crate::{Error, ServiceError};
+
+const REGISTER_TOPIC: &str = "$dps/registrations/PUT/iotdps-register/";
+const STATUS_TOPIC: &str = "$dps/registrations/GET/iotdps-get-operationstatus/";
+
+pub(crate) struct MqttConnection {
+    endpoint: Endpoint,
+    tls: Arc<rustls::ClientConfig>,
+    client_id: String,
+    username: String,
+    password: Zeroizing<String>,
+    open: Option<Open>,
+    next_rid: u64,
+}
+
+struct Open {
+    client: AsyncClient,
+    events: EventLoop,
+}
+
+impl MqttConnection {
+    pub(crate) fn new(
+        endpoint: Endpoint,
+        tls: Arc<rustls::ClientConfig>,
+        scope: &str,
+        registration_id: &str,
+        api_version: &str,
+        password: Option<&str>,
+    ) -> Self {
+        Self {
+            endpoint,
+            tls,
+            client_id: registration_id.to_owned(),
+            username: format!(
+                "{scope}/registrations/{registration_id}/api-version={api_version}&ClientVersion={}",
+                USER_AGENT_VALUE.replace('/', "%2F")
+            ),
+            password: Zeroizing::new(password.unwrap_or_default().to_owned()),
+            open: None,
+            next_rid: 1,
+        }
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.open = None;
+    }
+
+    async fn connect(&mut self) -> Result<(), Failure> {
+        if self.open.is_some() {
+            return Ok(());
+        }
+        tracing::debug!(host = %self.endpoint.host, port = self.endpoint.port, "connect (MQTT)");
+        let mut options = MqttOptions::new(
+            self.client_id.clone(),
+            self.endpoint.host.clone(),
+            self.endpoint.port,
+        );
+        options
+            .set_credentials(self.username.clone(), self.password.as_str())
+            .set_clean_session(true)
+            .set_keep_alive(Duration::from_secs(30))
+            .set_max_packet_size(MAX_RESPONSE + 1024, MAX_RESPONSE + 1024)
+            .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                self.tls.clone(),
+            )));
+        let (client, mut events) = AsyncClient::new(options, 10);
+        client
+            .subscribe(format!("{RESPONSE_PREFIX}#"), QoS::AtLeastOnce)
+            .await
+            .map_err(|e| mqtt_failure("subscribe", e))?;
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    if ack
+                        .return_codes
+                        .iter()
+                        .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                    {
+                        return Err(Failure::Fatal(Error::Rejected {
+                            error: ServiceError {
+                                status: 400,
+                                message: Some("DPS refused the response subscription".into()),
+                                ..ServiceError::default()
+                            },
+                        }));
+                    }
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => return Err(connection_failure(e)),
+            }
+        }
+        tracing::debug!("connected (MQTT)");
+        self.open = Some(Open { client, events });
+        Ok(())
+    }
+
+    pub(crate) async fn send(&mut self, request: &Request<'_>) -> Result<RawResponse, Failure> {
+        let result = self.exchange(request).await;
+        if result.is_err() {
+            self.reset();
+        }
+        result
+    }
+
+    async fn exchange(&mut self, request: &Request<'_>) -> Result<RawResponse, Failure> {
+        self.connect().await?;
+        let rid = self.next_rid.to_string();
+        self.next_rid += 1;
+        let (topic, payload) = match request {
+            Request::Register { body } => (format!("{REGISTER_TOPIC}?$rid={rid}"), (*body).clone()),
+            Request::Poll { operation_id } => (
+                format!(
+                    "{STATUS_TOPIC}?$rid={rid}&operationId={}",
+                    percent_encode(operation_id)
+                ),
+                Bytes::new(),
+            ),
+        };
+        let Some(open) = self.open.as_mut() else {
+            return Err(Failure::Fatal(Error::config("MQTT connection state lost")));
+        };
+        open.client
+            .publish_bytes(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .map_err(|e| mqtt_failure("publish", e))?;
+        let operation = match request {
+            Request::Register { .. } => "register",
+            Request::Poll { .. } => "poll",
+        };
+        loop {
+            match open.events.poll().await {
+                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    let Some(response) = parse_topic(&publish.topic) else {
+                        tracing::debug!(topic = %publish.topic, "ignoring a message on an unexpected topic");
+                        continue;
+                    };
+                    if response.rid != rid {
+                        tracing::debug!(rid = %response.rid, expected = %rid, "ignoring a response to another request");
+                        continue;
+                    }
+                    return Ok(RawResponse {
+                        status: response.status,
+                        retry_after: response.retry_after,
+                        body: publish.payload,
+                    });
+                }
+                Ok(_) => {}
+                Err(ConnectionError::MqttState(StateError::Deserialization(
+                    rumqttc::Error::PayloadSizeLimitExceeded(_),
+                ))) => {
+                    return Err(Failure::Retry(Error::ResponseTooLarge {
+                        operation,
+                        limit: MAX_RESPONSE,
+                    }));
+                }
+                Err(e) => return Err(connection_failure(e)),
+            }
+        }
+    }
+}
+
+fn mqtt_failure(
+    operation: &'static str,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> Failure {
+    Failure::Retry(Error::Mqtt {
+        operation,
+        source: Box::new(e),
+    })
+}
+
+fn connection_failure(e: ConnectionError) -> Failure {
+    match e {
+        ConnectionError::ConnectionRefused(code) => {
+            let error = ServiceError {
+                status: match code {
+                    ConnectReturnCode::NotAuthorized | ConnectReturnCode::BadUserNamePassword => {
+                        401
+                    }
+                    ConnectReturnCode::ServiceUnavailable => 503,
+                    _ => 400,
+                },
+                message: Some(format!("MQTT CONNACK {code:?}")),
+                ..ServiceError::default()
+            };
+            match error.status {
+                401 => Failure::Fatal(Error::Unauthorized { error }),
+                503 => Failure::Retry(Error::Transient { attempts: 1, error }),
+                _ => Failure::Fatal(Error::Rejected { error }),
+            }
+        }
+        e if is_tls_failure(&e) => Failure::Fatal(Error::Tls {
+            operation: "TLS handshake with DPS (MQTT)",
+            source: Box::new(e),
+        }),
+        ConnectionError::Io(e) => Failure::Retry(Error::Io {
+            operation: "MQTT connection to DPS",
+            source: Box::new(e),
+        }),
+        e => mqtt_failure("MQTT connection to DPS", e),
+    }
+}

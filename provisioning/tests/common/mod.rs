@@ -1,0 +1,112 @@
+//! Shared test helpers: an emulator per test, client builders trusting it, devices.
+#![allow(clippy::unwrap_used, dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use dps_emulator::{Emulator, EmulatorBuilder, KeyPair};
+use hsm_core::{RegistrationId, SecretString};
+use hsm_symmkey::SymmetricKey;
+use hsm_testkit::pki::TestCa;
+use hsm_x509::X509Identity;
+use provisioning::{ProvisioningClient, ProvisioningClientBuilder, RetryPolicy, Transport};
+use tracing::field::{Field, Visit};
+use tracing_subscriber::layer::{Context, SubscriberExt as _};
+
+pub const TRANSPORTS: [Transport; 2] = [Transport::Https, Transport::Mqtt];
+
+/// A device key (base64) for symmetric-key enrollments.
+pub const DEVICE_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+/// Another key, never enrolled.
+pub const WRONG_KEY: &str = "HxwdHBsaGRgXFhUUExIREA8ODQwLCgkIBwYFBAMCAQA=";
+/// A group key.
+pub const GROUP_KEY: &str =
+    "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw==";
+
+/// An emulator that answers at once (Retry-After 0).
+pub fn emulator() -> EmulatorBuilder {
+    Emulator::builder().retry_after(0)
+}
+
+/// Fast retries for tests.
+pub fn fast_policy() -> RetryPolicy {
+    RetryPolicy {
+        initial_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(200),
+        request_timeout: Duration::from_secs(10),
+        ..RetryPolicy::default()
+    }
+}
+
+/// A client builder for `emulator` over `transport`, trusting its CA.
+pub fn client(emulator: &Emulator, transport: Transport) -> ProvisioningClientBuilder {
+    ProvisioningClient::builder(emulator.global_endpoint(), emulator.id_scope())
+        .trust_anchor(emulator.ca_certificate().clone())
+        .mqtt_port(emulator.mqtt_addr().unwrap().port())
+        .transport(transport)
+        .retry_policy(fast_policy())
+        .timeout(Duration::from_secs(30))
+}
+
+pub fn key_pair(id: &str, key: &str) -> KeyPair {
+    KeyPair::from_base64(id, key, None).unwrap()
+}
+
+pub fn symmetric_key(id: &str, key: &str) -> Arc<SymmetricKey> {
+    Arc::new(
+        SymmetricKey::from_base64(RegistrationId::new(id).unwrap(), &SecretString::from(key))
+            .unwrap(),
+    )
+}
+
+/// An X.509 device issued by `ca` with CN `cn`, loaded through hsm-x509.
+pub fn x509_device(ca: &TestCa, cn: &str) -> (Arc<X509Identity>, hsm_testkit::pki::Identity) {
+    let issued = ca.issue_client(cn, &rcgen::PKCS_ECDSA_P256_SHA256);
+    let device = X509Identity::builder()
+        .certificates(issued.chain_pem.as_bytes())
+        .key(issued.key_pem.as_bytes())
+        .build()
+        .unwrap();
+    (Arc::new(device), issued)
+}
+
+/// Counts the requests the client sends (its `dps request` debug events), for every future run
+/// under [`Counter::wrap`].
+#[derive(Clone, Default)]
+pub struct Counter(Arc<AtomicU32>);
+
+impl Counter {
+    pub fn get(&self) -> u32 {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    pub async fn wrap<F: std::future::Future>(&self, future: F) -> F::Output {
+        use tracing::instrument::WithSubscriber as _;
+        let subscriber = tracing_subscriber::registry().with(CountLayer(self.0.clone()));
+        future.with_subscriber(subscriber).await
+    }
+}
+
+struct CountLayer(Arc<AtomicU32>);
+
+struct Message(bool);
+
+impl Visit for Message {
+    fn record_str(&mut self, _: &Field, _: &str) {}
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" && format!("{value:?}") == "dps request" {
+            self.0 = true;
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountLayer {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        let mut m = Message(false);
+        event.record(&mut m);
+        if m.0 {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
