@@ -1,122 +1,103 @@
-//! Quickstart: mutual TLS with a device key that is only ever used through a key handle.
+//! Quickstart: a DICE device registers with a local Device Provisioning Service over mutual TLS,
+//! its private key used only through a handle.
 //!
 //! Needs nothing but this repository: no hardware, no cloud, no setup.
 //!
-//! 1. Makes a development CA and a device certificate + key, and writes them as PEM files.
-//! 2. Loads them with the `hsm-x509` driver: the key is now an opaque `KeyHandle`.
-//! 3. Starts a local rustls server that requires a client certificate from that CA.
-//! 4. Connects through `tls-bridge`, so the client's TLS signature is made by the handle, and
-//!    prints what was negotiated and what the server verified.
+//! 1. Makes a development root and a DICE device (`hsm-riot`): DeviceID and Alias keys derived
+//!    from a UDS and firmware measurements, their certificates issued on the spot.
+//! 2. Starts the `dps-emulator` in-process and enrolls the root as an X.509 enrollment group.
+//! 3. Registers the device over HTTPS with the `provisioning` client: the TLS client signature is
+//!    made by the Alias key's handle through `tls-bridge`; the emulator verifies the chain to the
+//!    enrolled root and that the certificate's CN is the registration id.
+//! 4. Prints the assigned IoT Hub and device id.
 //!
 //! Run: `cargo run --example quickstart`
 
+use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use hsm_core::{KeyAlgorithm, KeyHandle, SignatureScheme, X509Attestation};
-use hsm_testkit::pki::{TestCa, sha256_hex};
-use hsm_testkit::tls::{self, RustlsServer, Version};
-use hsm_x509::X509Identity;
-use tls_bridge::TlsIdentity;
+use dps_emulator::{Emulator, EnrollmentGroup};
+use hsm_core::{SecretBytes, X509Attestation};
+use hsm_riot::{DevRoot, Name, RiotIdentity, Validity};
+use provisioning::{ProvisioningClient, Transport};
 
-/// A key handle that passes every call to the driver's handle and remembers what it signed,
-/// to show that TLS really signs through the handle.
-#[derive(Debug)]
-struct Observed {
-    inner: Arc<dyn KeyHandle>,
-    signatures: AtomicUsize,
-    last_scheme: Mutex<Option<SignatureScheme>>,
-}
-
-impl KeyHandle for Observed {
-    fn algorithm(&self) -> KeyAlgorithm {
-        self.inner.algorithm()
-    }
-
-    fn public_key_der(&self) -> &[u8] {
-        self.inner.public_key_der()
-    }
-
-    fn sign(&self, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, hsm_core::Error> {
-        self.signatures.fetch_add(1, Ordering::SeqCst);
-        if let Ok(mut last) = self.last_scheme.lock() {
-            *last = Some(scheme);
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("quickstart failed: {e}");
+            let mut source = e.source();
+            while let Some(s) = source {
+                eprintln!("  caused by: {s}");
+                source = s.source();
+            }
+            ExitCode::FAILURE
         }
-        self.inner.sign(scheme, message)
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let started = Instant::now();
-    println!("quickstart: mutual TLS with a key that only signs through a handle\n");
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let start = Instant::now();
+    let step = |text: String| println!("[{:>6.1} ms] {text}", start.elapsed().as_secs_f64() * 1e3);
 
-    // 1. A development PKI, written out the way a device would ship it.
-    let dir = tempfile::tempdir()?;
-    let ca = TestCa::new("quickstart development CA");
-    let device = ca.issue_client("quickstart-device", &rcgen::PKCS_ECDSA_P256_SHA256);
-    let chain_path = dir.path().join("device-chain.pem");
-    let key_path = dir.path().join("device.key.pem");
-    std::fs::write(&chain_path, &device.chain_pem)?;
-    std::fs::write(&key_path, &device.key_pem)?;
-    println!(
-        "1. created a development CA and a device certificate + key in {}",
-        dir.path().display()
-    );
+    // 1. The device: DICE keys from a (here: fixed, demo) UDS and firmware measurements.
+    let root = DevRoot::generate(Name::cn("quickstart development root"), Validity::default())?;
+    let device = RiotIdentity::builder()
+        .uds(SecretBytes::copy_from(&[0x5a; 32]))
+        .measurement(&[0x11; 32])
+        .fwid(&[0x22; 32])
+        .alias_name(Name::cn("quickstart-device-01"))
+        .issuer(root.issuer())
+        .build()?;
+    step(format!(
+        "DICE device ready: registration id '{}', chain Alias -> DeviceID -> root ({} certificates), Alias key {:?} behind a handle",
+        device.registration_id().as_str(),
+        device.certificate_chain().len(),
+        device.alias_key().algorithm(),
+    ));
 
-    // 2. The driver turns the files into an attestation with an opaque key handle.
-    let identity = X509Identity::from_files(&chain_path, &key_path)?;
-    let observed = Arc::new(Observed {
-        inner: identity.alias_key(),
-        signatures: AtomicUsize::new(0),
-        last_scheme: Mutex::new(None),
-    });
-    println!(
-        "2. hsm-x509 loaded registration id '{}' with an {} key behind a KeyHandle",
-        identity.registration_id(),
-        observed.algorithm()
-    );
+    // 2. A local DPS that trusts the development root.
+    let emulator = Emulator::builder()
+        .retry_after(0)
+        .iot_hubs(["quickstart-hub.azure-devices.net"])
+        .enroll_group(EnrollmentGroup::x509_ca(
+            "quickstart-group",
+            root.certificate().clone(),
+        ))
+        .start()
+        .await?;
+    step(format!(
+        "dps-emulator listening on https://{} (ID scope {}), root enrolled as group 'quickstart-group'",
+        emulator.https_addr(),
+        emulator.id_scope()
+    ));
 
-    // 3. A local server that insists on a client certificate from the development CA.
-    let server = RustlsServer::start(ca.cert(), Version::Tls13);
-    println!(
-        "3. TLS server listening on {} (client certificate required)",
-        server.addr()
-    );
+    // 3. Register over HTTPS with mutual TLS, signing through the Alias key's handle.
+    let client = ProvisioningClient::builder(emulator.global_endpoint(), emulator.id_scope())
+        .x509(Arc::new(device))
+        .transport(Transport::Https)
+        .trust_anchor(emulator.ca_certificate().clone())
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    step("registering over HTTPS (TLS 1.3 client certificate = the DICE Alias chain)".into());
+    let registration = client.register().await?;
 
-    // 4. tls-bridge: the handle becomes rustls's signing key.
-    let tls_identity = TlsIdentity::new(observed.clone(), identity.certificate_chain().to_vec())?;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(server.server_root().clone())?;
-    let config = Arc::new(tls_identity.client_config(roots)?);
-    let outcome = tls::connect(config, server.addr(), b"hello from the quickstart\n")?;
-    let scheme = observed
-        .last_scheme
-        .lock()
-        .ok()
-        .and_then(|s| *s)
-        .map_or_else(|| "none".to_owned(), |s| s.to_string());
-    println!(
-        "4. handshake through tls-bridge: {:?}, {:?}; the client signed with {scheme} ({} signature through the handle)",
-        outcome.version,
-        outcome.cipher_suite,
-        observed.signatures.load(Ordering::SeqCst)
-    );
-    let expected = format!("verified {}", sha256_hex(&identity.certificate_chain()[0]));
-    let verified = outcome.reply.trim() == expected;
-    println!(
-        "5. the server {} the device certificate (sha256 {})",
-        if verified {
-            "verified"
-        } else {
-            "did NOT verify"
-        },
-        &sha256_hex(&identity.certificate_chain()[0])[..16]
-    );
-    println!("\ndone in {} ms", started.elapsed().as_millis());
-    if !verified {
-        return Err(format!("unexpected server reply: {}", outcome.reply).into());
-    }
+    // 4. The answer.
+    step(format!(
+        "assigned: hub '{}', device id '{}' ({}, group '{}', {} request(s) to DPS)",
+        registration.assigned_hub,
+        registration.device_id,
+        registration.substatus.as_deref().unwrap_or("-"),
+        registration.enrollment_group_id.as_deref().unwrap_or("-"),
+        registration.requests,
+    ));
+    let seen = emulator.registrations();
+    step(format!(
+        "the emulator recorded {} registration(s); the private key never left its handle",
+        seen.len()
+    ));
+    emulator.shutdown().await;
     Ok(())
 }
