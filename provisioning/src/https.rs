@@ -154,6 +154,11 @@ impl HttpsConnection {
         let request = builder
             .body(body)
             .map_err(|e| Failure::Fatal(Error::config(format!("cannot build the request: {e}"))))?;
+        // A kept connection the server has closed meanwhile: open a new one before sending.
+        if self.connect().await?.sender.ready().await.is_err() {
+            tracing::debug!("DPS closed the connection; reconnecting");
+            self.reset();
+        }
         let open = self.connect().await?;
         if let Err(e) = open.sender.ready().await {
             self.reset();
@@ -167,6 +172,13 @@ impl HttpsConnection {
             }
         };
         let status = response.status();
+        // The server will close this connection after the response: do not send on it again.
+        let closing = response
+            .headers()
+            .get(hyper::header::CONNECTION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+            || response.version() < hyper::Version::HTTP_11;
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)
@@ -207,6 +219,9 @@ impl HttpsConnection {
                 ));
             }
         };
+        if closing {
+            self.reset();
+        }
         Ok(RawResponse {
             status: status.as_u16(),
             retry_after,

@@ -20,12 +20,13 @@ use tokio::net::TcpListener;
 
 type Script = Arc<dyn Fn(&str) -> Vec<u8> + Send + Sync>;
 
-/// A TLS server that answers each HTTP/1.1 request with the bytes `script` returns for its
-/// request line.
+/// A TLS server that answers each HTTP/1.1 request with the bytes `script` returns for it (the
+/// whole request: head and body).
 struct Hostile {
     addr: SocketAddr,
     ca: TestCa,
     requests: Arc<AtomicU32>,
+    connections: Arc<AtomicU32>,
 }
 
 impl Hostile {
@@ -44,12 +45,15 @@ impl Hostile {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicU32::new(0));
+        let connections = Arc::new(AtomicU32::new(0));
         let counter = requests.clone();
+        let accepted = connections.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let (acceptor, script, counter) =
                     (acceptor.clone(), script.clone(), counter.clone());
                 tokio::spawn(async move {
@@ -85,10 +89,11 @@ impl Hostile {
                                 Ok(n) => buffer.extend_from_slice(&chunk[..n]),
                             }
                         }
+                        let request =
+                            String::from_utf8_lossy(&buffer[..head_end + length]).into_owned();
                         buffer.drain(..head_end + length);
                         counter.fetch_add(1, Ordering::SeqCst);
-                        let line = head.lines().next().unwrap_or_default().to_owned();
-                        let response = script(&line);
+                        let response = script(&request);
                         if response.is_empty() {
                             // Never answer.
                             tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -96,11 +101,20 @@ impl Hostile {
                         if tls.write_all(&response).await.is_err() || tls.flush().await.is_err() {
                             return;
                         }
+                        if String::from_utf8_lossy(&response).contains("Connection: close") {
+                            let _ = tls.shutdown().await;
+                            return;
+                        }
                     }
                 });
             }
         });
-        Self { addr, ca, requests }
+        Self {
+            addr,
+            ca,
+            requests,
+            connections,
+        }
     }
 
     fn client(&self, timeout: Duration) -> ProvisioningClient {
@@ -367,4 +381,121 @@ async fn endless_assigning_times_out_within_the_deadline() {
             "{transport:?}: {elapsed:?}"
         );
     }
+}
+
+const ASSIGNED: &str = r#"{"operationId":"op-1","status":"assigned","registrationState":{"registrationId":"hostile-dev","assignedHub":"hub.example.net","deviceId":"hostile-dev","status":"assigned","substatus":"initialAssignment"}}"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_connection_for_register_and_polls_and_reconnect_when_closed() {
+    // PUT -> 202, GET -> 202, GET -> 200: three requests on one connection, with the headers
+    // DPS expects.
+    let polls = Arc::new(AtomicU32::new(0));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let (p, lines) = (polls.clone(), seen.clone());
+    let server = Hostile::start(Arc::new(move |line: &str| {
+        lines
+            .lock()
+            .unwrap()
+            .push(line.lines().next().unwrap().to_owned());
+        if line.starts_with("PUT ") {
+            return http(202, br#"{"operationId":"op-1","status":"assigning"}"#);
+        }
+        match p.fetch_add(1, Ordering::SeqCst) {
+            0 => http(202, br#"{"operationId":"op-1","status":"assigning"}"#),
+            _ => http(200, ASSIGNED.as_bytes()),
+        }
+    }))
+    .await;
+    let registration = server
+        .client(Duration::from_secs(5))
+        .register()
+        .await
+        .unwrap();
+    assert_eq!(registration.assigned_hub, "hub.example.net");
+    assert_eq!(registration.requests, 3);
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+    let lines = seen.lock().unwrap().clone();
+    assert_eq!(
+        lines[0],
+        "PUT /0ne00000EMU/registrations/hostile-dev/register?api-version=2021-06-01 HTTP/1.1"
+    );
+    assert_eq!(
+        lines[1],
+        "GET /0ne00000EMU/registrations/hostile-dev/operations/op-1?api-version=2021-06-01 HTTP/1.1"
+    );
+
+    // The server closes the connection after each answer: the client reconnects each time.
+    let closing = Hostile::start(Arc::new(|line: &str| {
+        let mut response = if line.starts_with("PUT ") {
+            http(202, br#"{"operationId":"op-1","status":"assigning"}"#)
+        } else {
+            http(200, ASSIGNED.as_bytes())
+        };
+        let at = response.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
+        response.splice(at..at, b"Connection: close\r\n".iter().copied());
+        response
+    }))
+    .await;
+    let registration = closing
+        .client(Duration::from_secs(5))
+        .register()
+        .await
+        .unwrap();
+    assert_eq!(registration.requests, 2, "no request failed");
+    assert_eq!(closing.connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_carry_the_headers_and_body_dps_expects() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let requests = seen.clone();
+    let server = Hostile::start(Arc::new(move |request: &str| {
+        requests.lock().unwrap().push(request.to_owned());
+        if request.starts_with("PUT ") {
+            http(202, br#"{"operationId":"op-1","status":"assigning"}"#)
+        } else {
+            http(200, ASSIGNED.as_bytes())
+        }
+    }))
+    .await;
+    server
+        .client(Duration::from_secs(5))
+        .register()
+        .await
+        .unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let header = |request: &str, name: &str| {
+        request
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            })
+            .unwrap_or_else(|| panic!("no {name} in {request}"))
+    };
+    let (put, get) = (&seen[0], &seen[1]);
+    assert_eq!(
+        header(put, "host"),
+        format!("localhost:{}", server.addr.port())
+    );
+    assert_eq!(
+        header(put, "content-type"),
+        "application/json; charset=utf-8"
+    );
+    assert_eq!(header(put, "accept"), "application/json");
+    assert!(header(put, "user-agent").starts_with("hsm-provisioning/"));
+    for request in [put, get] {
+        let auth = header(request, "authorization");
+        assert!(
+            auth.starts_with(
+                "SharedAccessSignature sr=0ne00000EMU%2fregistrations%2fhostile-dev&sig="
+            ),
+            "{auth}"
+        );
+        assert!(auth.ends_with("&skn=registration"), "{auth}");
+    }
+    assert!(
+        put.ends_with(r#"{"registrationId":"hostile-dev"}"#),
+        "{put}"
+    );
 }

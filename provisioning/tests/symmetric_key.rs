@@ -252,3 +252,75 @@ async fn unreachable_service_fails_with_io_after_retries() {
     assert!(error.is_transient());
     assert_eq!(counter.get(), 3);
 }
+
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tracing_reports_each_step_without_secrets() {
+    use tracing::instrument::WithSubscriber as _;
+    let emulator = emulator()
+        .enroll(Enrollment::symmetric_key(
+            "sym-traced",
+            key_pair("sym-traced", DEVICE_KEY),
+        ))
+        .start()
+        .await
+        .unwrap();
+    emulator.inject(dps_emulator::Fault::new(
+        dps_emulator::FaultKind::Status { status: 503 },
+        1,
+    ));
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let dispatch = tracing::Dispatch::new(subscriber);
+    for transport in TRANSPORTS {
+        let registration = client(&emulator, transport)
+            .symmetric_key(symmetric_key("sym-traced", DEVICE_KEY))
+            .build()
+            .unwrap()
+            .register()
+            .with_subscriber(dispatch.clone())
+            .await
+            .unwrap();
+        let HubCredentials::Sas(signer) = registration.credentials else {
+            panic!()
+        };
+        let token = signer.token(Duration::from_secs(60)).await.unwrap();
+        assert!(!format!("{signer:?} {token:?}").contains("sig="));
+    }
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    for step in [
+        "register",
+        "connect",
+        "poll",
+        "retrying",
+        "assigned",
+        "dps response",
+    ] {
+        assert!(text.contains(step), "no {step:?} event in:\n{text}");
+    }
+    for secret in [
+        "sig=",
+        "SharedAccessSignature",
+        DEVICE_KEY,
+        &DEVICE_KEY[..12],
+    ] {
+        assert!(!text.contains(secret), "{secret:?} logged:\n{text}");
+    }
+}
