@@ -16,8 +16,9 @@ use crate::{ActivationBlob, AlgId, Error, ObjectAttributes, Public, Scheme, SymD
 
 /// Size of the inner wrapping key (the credential): AES-128.
 pub const INNER_KEY_BYTES: usize = 16;
-/// Largest HMAC key a TPM accepts as keyed-hash sensitive data (`MAX_SYM_DATA`).
-pub const MAX_HMAC_KEY_BYTES: usize = 128;
+/// Largest HMAC key a TPM imports for an HMAC-SHA256 keyed-hash object: the SHA-256 block
+/// size (libtpms refuses longer keys with `TPM_RC_KEY_SIZE`, although `MAX_SYM_DATA` is 128).
+pub const MAX_HMAC_KEY_BYTES: usize = 64;
 
 /// The attributes of the HMAC key's public area: `userWithAuth | sign`. Not `fixedTPM` or
 /// `fixedParent` (an imported object is a duplicate), not `sensitiveDataOrigin` (the key came
@@ -111,7 +112,7 @@ where
     if hmac_key.is_empty() || hmac_key.len() > MAX_HMAC_KEY_BYTES {
         return Err(Error::Invalid {
             structure: "HMAC key",
-            reason: "must be 1 to 128 bytes long",
+            reason: "must be 1 to 64 bytes long (the SHA-256 block size)",
         });
     }
 
@@ -364,4 +365,237 @@ where
 {
     rng.try_fill_bytes(buf)
         .map_err(|e| Error::Random(Box::new(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use rsa::rand_core::{TryCryptoRng, TryRng};
+
+    use super::*;
+
+    const EK: &[u8] = include_bytes!("../tests/data/ek.pub");
+    const SRK: &[u8] = include_bytes!("../tests/data/srk.pub");
+    const KEY: [u8; 32] = [0x42; 32];
+
+    /// A deterministic generator for tests: SHA-256 in counter mode over a seed.
+    struct TestRng {
+        seed: u8,
+        counter: u64,
+    }
+
+    impl TestRng {
+        fn new(seed: u8) -> Self {
+            Self { seed, counter: 0 }
+        }
+    }
+
+    impl TryRng for TestRng {
+        type Error = Infallible;
+
+        fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+            let mut b = [0; 4];
+            self.try_fill_bytes(&mut b)?;
+            Ok(u32::from_le_bytes(b))
+        }
+
+        fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+            let mut b = [0; 8];
+            self.try_fill_bytes(&mut b)?;
+            Ok(u64::from_le_bytes(b))
+        }
+
+        fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
+            for chunk in dst.chunks_mut(32) {
+                self.counter += 1;
+                let block = Hash::Sha256.digest(&[&[self.seed], &self.counter.to_be_bytes()]);
+                chunk.copy_from_slice(&block[..chunk.len()]);
+            }
+            Ok(())
+        }
+    }
+
+    impl TryCryptoRng for TestRng {}
+
+    /// A generator that always fails.
+    struct BrokenRng;
+
+    impl TryRng for BrokenRng {
+        type Error = std::io::Error;
+
+        fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+            Err(std::io::Error::other("no entropy"))
+        }
+
+        fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+            Err(std::io::Error::other("no entropy"))
+        }
+
+        fn try_fill_bytes(&mut self, _: &mut [u8]) -> Result<(), Self::Error> {
+            Err(std::io::Error::other("no entropy"))
+        }
+    }
+
+    impl TryCryptoRng for BrokenRng {}
+
+    #[test]
+    fn deterministic_with_a_deterministic_generator() {
+        let a = build_activation_with(EK, SRK, &KEY, &mut TestRng::new(1)).unwrap();
+        let b = build_activation_with(EK, SRK, &KEY, &mut TestRng::new(1)).unwrap();
+        let c = build_activation_with(EK, SRK, &KEY, &mut TestRng::new(2)).unwrap();
+        assert_eq!(a.blob, b.blob);
+        assert_eq!(a.inner_key(), b.inner_key());
+        assert_ne!(a.blob, c.blob);
+        assert_ne!(a.inner_key(), c.inner_key());
+        // The first 16 bytes drawn are the inner key, as documented.
+        let mut first = [0u8; INNER_KEY_BYTES];
+        TestRng::new(1).try_fill_bytes(&mut first).unwrap();
+        assert_eq!(a.inner_key(), &first);
+    }
+
+    #[test]
+    fn layout_of_the_parts() {
+        let a = build_activation_with(EK, SRK, &KEY, &mut TestRng::new(3)).unwrap();
+        let blob = &a.blob;
+        // TPM2B_DIGEST(HMAC-SHA256) || CFB(TPM2B_DIGEST(16-byte credential)).
+        assert_eq!(blob.credential_blob.len(), 2 + 32 + 2 + 16);
+        assert_eq!(blob.credential_blob[..2], [0, 32]);
+        // RSA-2048 ciphertexts.
+        assert_eq!(blob.ek_encrypted_seed.len(), 256);
+        assert_eq!(blob.srk_encrypted_seed.len(), 256);
+        // TPM2B_DIGEST(outer HMAC) || CFB(CFB(TPM2B_DIGEST(inner) || TPM2B_SENSITIVE)), where
+        // TPMT_SENSITIVE = type, empty auth, 32-byte seed, 32-byte key.
+        let sensitive = 2 + (2 + 2 + (2 + 32) + (2 + 32));
+        assert_eq!(blob.duplicate.len(), 2 + 32 + (2 + 32) + sensitive);
+        assert_eq!(blob.duplicate[..2], [0, 32]);
+
+        let public = blob.public_area().unwrap();
+        assert_eq!(public.attributes, HMAC_KEY_ATTRIBUTES);
+        assert_eq!(public.name_alg, AlgId::SHA256);
+        assert!(public.auth_policy.is_empty());
+        let PublicDetails::KeyedHash(d) = &public.details else {
+            panic!("not keyed-hash: {public:?}")
+        };
+        assert_eq!(d.scheme, Scheme::HMAC_SHA256);
+        assert_eq!(d.unique.len(), 32);
+        // The key is nowhere in the clear.
+        let wire = blob.to_bytes().unwrap();
+        assert!(!wire.windows(KEY.len()).any(|w| w == KEY));
+        assert!(!wire.windows(16).any(|w| w == a.inner_key()));
+    }
+
+    #[test]
+    fn debug_redacts_the_inner_key() {
+        let a = build_activation_with(EK, SRK, &KEY, &mut TestRng::new(4)).unwrap();
+        let debug = format!("{a:?}");
+        assert!(debug.contains("[redacted]"));
+        let key_list = format!("{:?}", &a.inner_key()[..]);
+        assert!(!debug.contains(&key_list[1..key_list.len() - 1]));
+    }
+
+    #[test]
+    fn key_lengths() {
+        for len in [1, 32, MAX_HMAC_KEY_BYTES] {
+            build_activation_with(EK, SRK, &vec![7; len], &mut TestRng::new(5)).unwrap();
+        }
+        for len in [0, MAX_HMAC_KEY_BYTES + 1] {
+            assert!(matches!(
+                build_activation_with(EK, SRK, &vec![7; len], &mut TestRng::new(5)),
+                Err(Error::Invalid {
+                    structure: "HMAC key",
+                    ..
+                })
+            ));
+        }
+    }
+
+    #[test]
+    fn protectors_must_be_rsa_storage_keys() {
+        let ek = Public::from_tpm2b(EK).unwrap();
+
+        let mut signing = ek.clone();
+        signing.attributes = ObjectAttributes::SIGN_ENCRYPT | ObjectAttributes::FIXED_TPM;
+        let err = build_activation_with(
+            &signing.to_tpm2b().unwrap(),
+            SRK,
+            &KEY,
+            &mut TestRng::new(6),
+        )
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            Error::Invalid {
+                structure: "EK public",
+                ..
+            }
+        ));
+
+        let mut no_symmetric = Public::from_tpm2b(SRK).unwrap();
+        if let PublicDetails::Rsa(d) = &mut no_symmetric.details {
+            d.symmetric = SymDef::Null;
+        }
+        let err = build_activation_with(
+            EK,
+            &no_symmetric.to_tpm2b().unwrap(),
+            &KEY,
+            &mut TestRng::new(6),
+        )
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            Error::Invalid {
+                structure: "SRK public",
+                ..
+            }
+        ));
+
+        let keyed_hash = build_activation_with(EK, SRK, &KEY, &mut TestRng::new(6))
+            .unwrap()
+            .blob
+            .public_area()
+            .unwrap()
+            .to_tpm2b()
+            .unwrap();
+        assert!(matches!(
+            build_activation_with(&keyed_hash, SRK, &KEY, &mut TestRng::new(6)),
+            Err(Error::UnsupportedAlgorithm {
+                structure: "EK public",
+                alg: AlgId::KEYEDHASH
+            })
+        ));
+
+        let mut short_modulus = ek;
+        if let PublicDetails::Rsa(d) = &mut short_modulus.details {
+            d.modulus.truncate(128);
+        }
+        assert!(matches!(
+            build_activation_with(
+                &short_modulus.to_tpm2b().unwrap(),
+                SRK,
+                &KEY,
+                &mut TestRng::new(6)
+            ),
+            Err(Error::Invalid { .. })
+        ));
+        assert!(matches!(
+            build_activation_with(&EK[..10], SRK, &KEY, &mut TestRng::new(6)),
+            Err(Error::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn generator_failure_is_a_typed_error() {
+        let err = build_activation_with(EK, SRK, &KEY, &mut BrokenRng).unwrap_err();
+        assert!(matches!(err, Error::Random(_)));
+        assert!(std::error::Error::source(&err).is_some());
+    }
+
+    #[test]
+    fn default_generator_gives_fresh_blobs() {
+        let a = build_activation(EK, SRK, &KEY).unwrap();
+        let b = build_activation(EK, SRK, &KEY).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.public.len(), b.public.len());
+    }
 }

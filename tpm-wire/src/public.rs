@@ -508,3 +508,232 @@ fn put_scheme(out: &mut Vec<u8>, scheme: Scheme, structure: &'static str) -> Res
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const EK: &[u8] = include_bytes!("../tests/data/ek.pub");
+    const SRK: &[u8] = include_bytes!("../tests/data/srk.pub");
+
+    #[test]
+    fn ek_fixture_is_the_tcg_l1_template() {
+        let ek = Public::from_tpm2b(EK).unwrap();
+        assert_eq!(ek.name_alg, AlgId::SHA256);
+        assert_eq!(ek.attributes, ObjectAttributes(0x0003_00b2));
+        // PolicySecret(TPM_RH_ENDORSEMENT).
+        assert_eq!(ek.auth_policy[..4], [0x83, 0x71, 0x97, 0x67]);
+        let PublicDetails::Rsa(d) = &ek.details else {
+            panic!("not RSA: {ek:?}")
+        };
+        assert_eq!(d.symmetric, SymDef::AES_128_CFB);
+        assert_eq!(d.scheme, Scheme::Null);
+        assert_eq!((d.key_bits, d.exponent, d.modulus.len()), (2048, 0, 256));
+        assert_eq!(ek.to_tpm2b().unwrap(), EK);
+        assert_eq!(ek.name().unwrap().len(), 34);
+        ek.rsa_public_key().unwrap();
+    }
+
+    #[test]
+    fn srk_fixture_round_trips() {
+        let srk = Public::from_tpm2b(SRK).unwrap();
+        assert_eq!(srk.attributes, ObjectAttributes(0x0003_0472));
+        assert!(srk.auth_policy.is_empty());
+        assert_eq!(srk.to_tpm2b().unwrap(), SRK);
+        assert_eq!(Public::from_tpmt(&SRK[2..]).unwrap(), srk);
+    }
+
+    #[test]
+    fn malformed_public_areas_are_typed_errors() {
+        assert!(matches!(
+            Public::from_tpm2b(&EK[..EK.len() - 1]),
+            Err(Error::Truncated { .. })
+        ));
+        let mut long = EK.to_vec();
+        long.push(0);
+        assert!(matches!(
+            Public::from_tpm2b(&long),
+            Err(Error::TrailingBytes { .. })
+        ));
+        // The outer size claims one byte less than TPMT_PUBLIC needs.
+        let mut short = EK[..EK.len() - 1].to_vec();
+        short[..2].copy_from_slice(&((EK.len() - 3) as u16).to_be_bytes());
+        assert!(matches!(
+            Public::from_tpm2b(&short),
+            Err(Error::Truncated { .. })
+        ));
+        assert!(matches!(
+            Public::from_tpm2b(&[0, 0]),
+            Err(Error::Empty { .. })
+        ));
+        let mut unknown_type = EK.to_vec();
+        unknown_type[2..4].copy_from_slice(&[0x77, 0x77]);
+        assert!(matches!(
+            Public::from_tpm2b(&unknown_type),
+            Err(Error::UnsupportedAlgorithm {
+                alg: AlgId(0x7777),
+                ..
+            })
+        ));
+        let mut oversize_policy = EK.to_vec();
+        oversize_policy[10..12].copy_from_slice(&65u16.to_be_bytes());
+        assert!(matches!(
+            Public::from_tpm2b(&oversize_policy),
+            Err(Error::Oversize { max: 64, .. })
+        ));
+    }
+
+    #[test]
+    fn name_needs_a_supported_hash() {
+        let mut ek = Public::from_tpm2b(EK).unwrap();
+        ek.name_alg = AlgId::SHA1;
+        assert!(matches!(
+            ek.name(),
+            Err(Error::UnsupportedAlgorithm {
+                alg: AlgId::SHA1,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn hand_built_mismatches_do_not_marshal() {
+        let mut public = Public::from_tpm2b(SRK).unwrap();
+        if let PublicDetails::Rsa(d) = &mut public.details {
+            d.scheme = Scheme::Hash {
+                scheme: AlgId::NULL,
+                hash: AlgId::SHA256,
+            };
+        }
+        assert!(matches!(
+            public.to_tpmt(),
+            Err(Error::UnsupportedAlgorithm { .. })
+        ));
+    }
+
+    fn alg() -> impl Strategy<Value = AlgId> {
+        any::<u16>().prop_map(AlgId)
+    }
+
+    fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(any::<u8>(), 0..=max)
+    }
+
+    fn sym_def() -> impl Strategy<Value = SymDef> {
+        prop_oneof![
+            Just(SymDef::Null),
+            (
+                prop_oneof![Just(AlgId::AES), Just(AlgId::SM4), Just(AlgId::CAMELLIA)],
+                any::<u16>(),
+                alg()
+            )
+                .prop_map(|(algorithm, key_bits, mode)| SymDef::Block {
+                    algorithm,
+                    key_bits,
+                    mode
+                }),
+        ]
+    }
+
+    fn scheme() -> impl Strategy<Value = Scheme> {
+        prop_oneof![
+            Just(Scheme::Null),
+            Just(Scheme::RsaEs),
+            (
+                prop_oneof![
+                    Just(AlgId::RSASSA),
+                    Just(AlgId::OAEP),
+                    Just(AlgId::ECDSA),
+                    Just(AlgId::HMAC),
+                    Just(AlgId::KDF1_SP800_108)
+                ],
+                alg()
+            )
+                .prop_map(|(scheme, hash)| Scheme::Hash { scheme, hash }),
+            (alg(), any::<u16>()).prop_map(|(hash, count)| Scheme::Ecdaa { hash, count }),
+            (alg(), alg()).prop_map(|(hash, kdf)| Scheme::Xor { hash, kdf }),
+        ]
+    }
+
+    fn details() -> impl Strategy<Value = PublicDetails> {
+        prop_oneof![
+            (sym_def(), scheme(), any::<u16>(), any::<u32>(), bytes(512)).prop_map(
+                |(symmetric, scheme, key_bits, exponent, modulus)| {
+                    PublicDetails::Rsa(RsaDetails {
+                        symmetric,
+                        scheme,
+                        key_bits,
+                        exponent,
+                        modulus,
+                    })
+                }
+            ),
+            (
+                sym_def(),
+                scheme(),
+                any::<u16>(),
+                scheme(),
+                bytes(128),
+                bytes(128)
+            )
+                .prop_map(|(symmetric, scheme, curve, kdf, x, y)| {
+                    PublicDetails::Ecc(EccDetails {
+                        symmetric,
+                        scheme,
+                        curve,
+                        kdf,
+                        x,
+                        y,
+                    })
+                }),
+            (scheme(), bytes(64)).prop_map(|(scheme, unique)| PublicDetails::KeyedHash(
+                KeyedHashDetails { scheme, unique }
+            )),
+            (sym_def(), bytes(64)).prop_map(|(symmetric, unique)| {
+                PublicDetails::SymCipher(SymCipherDetails { symmetric, unique })
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(
+            name_alg in alg(),
+            attributes in any::<u32>(),
+            auth_policy in bytes(64),
+            details in details(),
+        ) {
+            let public = Public {
+                name_alg,
+                attributes: ObjectAttributes(attributes),
+                auth_policy,
+                details,
+            };
+            let tpm2b = public.to_tpm2b().unwrap();
+            prop_assert!(tpm2b.len() <= MAX_PUBLIC + 2);
+            prop_assert_eq!(Public::from_tpm2b(&tpm2b).unwrap(), public.clone());
+            prop_assert_eq!(Public::from_tpmt(&tpm2b[2..]).unwrap(), public);
+        }
+
+        #[test]
+        fn parse_never_panics(data in bytes(700)) {
+            if let Ok(public) = Public::from_tpm2b(&data) {
+                prop_assert_eq!(public.to_tpm2b().unwrap(), data);
+            }
+        }
+
+        #[test]
+        fn mutated_fixtures_never_panic(index in 0..EK.len(), value in any::<u8>(), cut in 0..EK.len()) {
+            let mut data = EK.to_vec();
+            data[index] = value;
+            data.truncate(EK.len() - cut);
+            if let Ok(public) = Public::from_tpm2b(&data) {
+                prop_assert_eq!(public.to_tpm2b().unwrap(), data);
+                let _ = public.name();
+                let _ = public.rsa_public_key();
+            }
+        }
+    }
+}

@@ -267,3 +267,20 @@ fn corrupted_integrity_is_refused() {
     import_and_load(&tpm, &activation.blob, &inner_key).unwrap();
     assert_eq!(tpm_hmac(&tpm, b"x"), software_hmac(&HMAC_KEY, b"x"));
 }
+
+#[test]
+fn every_allowed_key_length_imports() {
+    let (tpm, ek, srk) = provisioned_tpm();
+    for len in [1, 20, 63, tpm_wire::MAX_HMAC_KEY_BYTES] {
+        let key: Vec<u8> = (0..len).map(|i| i as u8 ^ 0x3c).collect();
+        let activation = build(&ek, &srk, &key);
+        let inner_key = activate(&tpm, &activation.blob).unwrap();
+        import_and_load(&tpm, &activation.blob, &inner_key)
+            .unwrap_or_else(|e| panic!("{len}-byte key: {e}"));
+        assert_eq!(
+            tpm_hmac(&tpm, b"message"),
+            software_hmac(&key, b"message"),
+            "{len}-byte key"
+        );
+    }
+}
