@@ -813,7 +813,17 @@ impl Run<'_> {
                 }
             };
             if attempt > policy.max_retries {
-                return Err(error);
+                return Err(match error {
+                    Error::Throttled { error, .. } => Error::Throttled {
+                        attempts: attempt,
+                        error,
+                    },
+                    Error::Transient { error, .. } => Error::Transient {
+                        attempts: attempt,
+                        error,
+                    },
+                    other => other,
+                });
             }
             let wait = match asked {
                 Some(asked) => policy.retry_after(Some(asked), Duration::ZERO),
