@@ -32,7 +32,8 @@ fn with_swtpm(body: &dyn Fn()) {
 
 fn subject(spec: KeySpec) -> Subject {
     let tpm = SWTPM.with(|s| common::connect(s.borrow().as_ref().unwrap()));
-    let key = Arc::new(TpmKey::create(&tpm, spec, PersistentHandle::new(0x8100_0030).unwrap()).unwrap());
+    let key =
+        Arc::new(TpmKey::create(&tpm, spec, PersistentHandle::new(0x8100_0030).unwrap()).unwrap());
 
     // The identity key in the same TPM: its bytes must never show in Debug output.
     let identity = TpmIdentity::open(&tpm).unwrap();
