@@ -31,12 +31,11 @@ use crate::{EkTemplate, Error, PersistentHandle, Tpm, templates};
 /// [`sign_with_identity`](Self::sign_with_identity).
 ///
 /// ```no_run
-/// use hsm_core::TpmAttestation as _;
 /// use hsm_tpm::{Tpm, TpmIdentity};
 ///
 /// let tpm = Tpm::open("device:/dev/tpmrm0".parse()?)?;
 /// let identity = TpmIdentity::open(&tpm)?;
-/// println!("registration id {}", identity.registration_id()?);
+/// println!("registration id {}", identity.registration_id());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]

@@ -106,7 +106,7 @@ impl Tpm {
     ///
     /// # Errors
     /// [`Error::Unavailable`] when the TPM cannot be reached (a missing device, a simulator that
-    /// is not running), [`Error::Tcti`] when tss-esapi refuses the configuration.
+    /// is not running), [`Error::Tpm`] when libtss2 refuses the configuration.
     pub fn open_with(tcti: Tcti, options: TpmOptions) -> Result<Self, Error> {
         let (jobs, queue) = mpsc::channel::<Job>();
         let mut connection = Connection::new(tcti.clone(), options);
@@ -232,10 +232,10 @@ impl Drop for Shared {
         if let Ok(mut jobs) = self.jobs.lock() {
             jobs.take();
         }
-        if thread::current().id() != self.worker_id {
-            if let Some(worker) = self.worker.lock().ok().and_then(|mut w| w.take()) {
-                let _ = worker.join();
-            }
+        if thread::current().id() != self.worker_id
+            && let Some(worker) = self.worker.lock().ok().and_then(|mut w| w.take())
+        {
+            let _ = worker.join();
         }
     }
 }
