@@ -1,0 +1,108 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+mod config;
+mod drivers;
+mod emulator;
+mod error;
+mod pkcs11;
+mod register;
+mod riot;
+mod status;
+mod symmkey;
+mod tpm;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::{EXIT_CODES, Error};
+
+const ABOUT: &str = "Provision IoT devices with Azure's Device Provisioning Service through \
+any HSM driver, and manage the credentials on the HSM.";
+
+const LONG_ABOUT: &str = "\
+Provision IoT devices with Azure's Device Provisioning Service (DPS) through any HSM driver
+(X.509 files, DICE, symmetric keys, PKCS#11 tokens, TPMs), without a private key ever leaving
+the HSM; run a local DPS emulator; and manage DICE, PKCS#11, TPM and symmetric-key credentials.
+
+Every error prints one line `error: ...`, followed by `  caused by: ...` lines for its causes,
+and exits with the code below.";
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "hsm-provision",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = EXIT_CODES,
+    propagate_version = true,
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Register a device with DPS (X.509 files, DICE, symmetric key, PKCS#11, TPM).
+    #[command(long_about = register::REGISTER_ABOUT, after_help = EXIT_CODES)]
+    Register(Box<register::RegisterArgs>),
+    /// Run the local DPS emulator from a TOML file of enrollments.
+    #[command(long_about = emulator::EMULATOR_ABOUT, after_help = EXIT_CODES)]
+    Emulator(emulator::EmulatorArgs),
+    /// DICE (hsm-riot): export a device's certificates, make a dev root, sign a verification
+    /// certificate.
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Riot(riot::RiotCommand),
+    /// PKCS#11: list tokens and objects, generate a key, make a CSR, import a certificate.
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Pkcs11(pkcs11::Pkcs11Command),
+    /// TPM: print the EK, SRK and registration id; clear the identity key.
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Tpm(tpm::TpmCommand),
+    /// Symmetric keys: derive a group member's device key.
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Symmkey(symmkey::SymmkeyCommand),
+    /// Print a SAS token for a resource and key (a debugging aid).
+    #[command(long_about = symmkey::SAS_ABOUT, after_help = EXIT_CODES)]
+    Sas(symmkey::SasArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A bug must still end in one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("error: internal error in hsm-provision (please report it): {info}");
+    }));
+    let result = std::panic::catch_unwind(|| match &cli.command {
+        Command::Register(args) => register::run(args),
+        Command::Emulator(args) => emulator::run(args),
+        Command::Riot(command) => riot::run(command),
+        Command::Pkcs11(command) => pkcs11::run(command),
+        Command::Tpm(command) => tpm::run(command),
+        Command::Symmkey(command) => symmkey::run(command),
+        Command::Sas(args) => symmkey::sas(args),
+    });
+    match result {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(error)) => error.report(),
+        Err(_) => ExitCode::FAILURE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

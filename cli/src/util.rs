@@ -1,0 +1,218 @@
+//! Small helpers: secrets from arguments and files, hex, PEM, files, durations.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use data_encoding::HEXLOWER_PERMISSIVE;
+use hsm_core::{CertificateDer, SecretBytes, SecretString};
+use zeroize::Zeroizing;
+
+use crate::Error;
+
+/// A secret given as an argument or environment variable (a key, a seed): zeroized on drop,
+/// `[redacted]` in `Debug`. Clap clones argument values, hence the `Arc`.
+#[derive(Clone)]
+pub(crate) struct Secret(Arc<Zeroizing<String>>);
+
+impl Secret {
+    /// The text.
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// As hsm-core's secret string.
+    pub(crate) fn to_secret_string(&self) -> SecretString {
+        SecretString::new(self.expose().to_owned())
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(Self(Arc::new(Zeroizing::new(text.to_owned()))))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Decodes hex (either case, surrounding whitespace ignored).
+pub(crate) fn hex_decode(what: &str, text: &str) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let text = text.trim();
+    let text = text.strip_prefix("0x").unwrap_or(text);
+    HEXLOWER_PERMISSIVE
+        .decode(text.as_bytes())
+        .map(Zeroizing::new)
+        .map_err(|_| Error::usage(format!("the {what} is not valid hex")))
+}
+
+/// Decodes hex that must be `len` bytes long.
+pub(crate) fn hex_exact(what: &str, text: &str, len: usize) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let bytes = hex_decode(what, text)?;
+    if bytes.len() != len {
+        return Err(Error::usage(format!(
+            "the {what} must be {len} bytes ({} hex digits), got {} bytes",
+            len * 2,
+            bytes.len()
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Lowercase hex.
+pub(crate) fn hex_encode(bytes: &[u8]) -> String {
+    data_encoding::HEXLOWER.encode(bytes)
+}
+
+/// Reads a file.
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|source| Error::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Reads a file holding a secret: hex text (whitespace ignored) or, if it is not hex, the raw
+/// bytes.
+pub(crate) fn read_secret(what: &str, path: &Path) -> Result<SecretBytes, Error> {
+    let raw = Zeroizing::new(read(path)?);
+    let text = std::str::from_utf8(&raw).ok().map(str::trim);
+    let bytes = match text {
+        Some(t)
+            if !t.is_empty() && t.len() % 2 == 0 && t.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            hex_decode(what, t)?
+        }
+        _ => Zeroizing::new(raw.to_vec()),
+    };
+    if bytes.is_empty() {
+        return Err(Error::usage(format!(
+            "the {what} file {} is empty",
+            path.display()
+        )));
+    }
+    Ok(SecretBytes::copy_from(&bytes))
+}
+
+/// Writes a file.
+pub(crate) fn write(path: &Path, contents: &[u8]) -> Result<(), Error> {
+    std::fs::write(path, contents).map_err(|source| Error::Write {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Writes a file only its owner can read (a secret seed), refusing to replace an existing one.
+pub(crate) fn write_secret(path: &Path, contents: &[u8]) -> Result<(), Error> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let failed = |source| Error::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = options.open(path).map_err(failed)?;
+    file.write_all(contents).map_err(failed)
+}
+
+/// PEM text of DER bytes with a label (`CERTIFICATE`, `PUBLIC KEY`, ...).
+pub(crate) fn pem(label: &str, der: &[u8]) -> String {
+    let body = BASE64.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in body.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// PEM text of a certificate chain, in order.
+pub(crate) fn chain_pem(chain: &[CertificateDer<'_>]) -> String {
+    chain.iter().map(|c| pem("CERTIFICATE", c)).collect()
+}
+
+/// Loads certificates (PEM or DER) from a file.
+pub(crate) fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let bytes = read(path)?;
+    let certificates = hsm_x509::load_certificates(&bytes).map_err(|source| Error::X509 {
+        operation: "cannot load certificates",
+        source,
+    })?;
+    if certificates.is_empty() {
+        return Err(Error::usage(format!(
+            "{} holds no certificate",
+            path.display()
+        )));
+    }
+    Ok(certificates)
+}
+
+/// Parses a duration: `90` (seconds), `90s`, `500ms`, `2m`.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?} (expected e.g. 30, 30s, 500ms, 2m)"))?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(value),
+        "s" => Duration::from_secs(value),
+        "m" => Duration::from_secs(value.saturating_mul(60)),
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {text:?} (use ms, s or m)"
+            ));
+        }
+    };
+    if duration.is_zero() {
+        return Err("the duration must be more than zero".into());
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("x").is_err());
+    }
+
+    #[test]
+    fn hex_and_pem() {
+        assert_eq!(*hex_exact("x", "0x0A0b", 2).unwrap(), [10, 11]);
+        assert!(hex_exact("x", "0a", 2).is_err());
+        assert!(hex_decode("x", "zz").is_err());
+        let text = pem("PUBLIC KEY", &[0u8; 60]);
+        assert!(text.starts_with("-----BEGIN PUBLIC KEY-----\n"));
+        assert_eq!(text.lines().count(), 4);
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let secret: Secret = "hunter2".parse().unwrap();
+        assert_eq!(format!("{secret:?}"), "[redacted]");
+        assert_eq!(secret.expose(), "hunter2");
+    }
+}
