@@ -241,7 +241,8 @@ impl ConfigFile {
 
 /// The 1-based line of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
-    text.get(..offset).map_or(0, |t| t.lines().count().max(1))
+    text.get(..offset)
+        .map_or(1, |t| t.bytes().filter(|&b| b == b'\n').count() + 1)
 }
 
 #[cfg(test)]
