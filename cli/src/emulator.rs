@@ -29,7 +29,7 @@ pub(crate) struct EmulatorArgs {
     #[arg(long, value_name = "ADDR")]
     mqtt: Option<SocketAddr>,
     /// Write the CA certificate clients must trust to this PEM file [default: the file's
-    /// [tls] write_ca, else dps-emulator-ca.pem in the temp directory].
+    /// `[tls] write_ca`, else dps-emulator-ca.pem in the temp directory].
     #[arg(long, value_name = "PATH")]
     write_ca: Option<PathBuf>,
 }
@@ -54,6 +54,7 @@ pub(crate) fn run(args: &EmulatorArgs) -> Result<(), Error> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = tokio::runtime::Runtime::new().map_err(Error::Runtime)?;
     runtime.block_on(async {

@@ -1,5 +1,5 @@
 #![doc = include_str!("../README.md")]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod config;
 mod drivers;
@@ -74,6 +74,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    quiet_tss_logging();
     let cli = Cli::parse();
     // A bug must still end in one line, not a backtrace.
     std::panic::set_hook(Box::new(|info| {
@@ -92,6 +93,18 @@ fn main() -> ExitCode {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(error)) => error.report(),
         Err(_) => ExitCode::FAILURE,
+    }
+}
+
+/// The TPM software stack (libtss2) logs its own warnings and errors to stderr, several lines
+/// per failed connection attempt; the tool reports every failure itself, in one line with its
+/// causes. So its logging is off unless the user set `TSS2_LOG`.
+#[allow(unsafe_code)]
+fn quiet_tss_logging() {
+    if std::env::var_os("TSS2_LOG").is_none() {
+        // SAFETY: called first thing in `main`, before this process starts any other thread,
+        // so nothing can read or write the environment concurrently.
+        unsafe { std::env::set_var("TSS2_LOG", "all+NONE") };
     }
 }
 

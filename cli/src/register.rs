@@ -86,7 +86,7 @@ impl From<EkTemplateArg> for EkTemplate {
 /// `register`'s arguments.
 #[derive(Debug, Args)]
 pub(crate) struct RegisterArgs {
-    /// A TOML file with [provisioning] and [attestation] (see the README); flags override it.
+    /// A TOML file with `[provisioning]` and `[attestation]` (see the README); flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 

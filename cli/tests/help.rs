@@ -39,7 +39,11 @@ fn every_command_has_help_with_exit_codes() {
         let usage = format!("Usage: hsm-provision {}", path.join(" "));
         assert!(run.stdout.contains(usage.trim_end()), "{run}");
         assert!(run.stdout.contains(phrase), "no {phrase:?} in {run}");
-        for code in ["Exit codes:", "2  usage or configuration error", "4  network or timeout"] {
+        for code in [
+            "Exit codes:",
+            "2  usage or configuration error",
+            "4  network or timeout",
+        ] {
             assert!(run.stdout.contains(code), "no {code:?} in {run}");
         }
     }
@@ -75,9 +79,25 @@ fn bad_arguments_are_clap_usage_errors() {
         &["register", "--transport", "carrier-pigeon"],
         &["register", "--timeout", "soon"],
         &["riot", "device", "--fwid-hex", "00", "--out-dir", "x"],
-        &["pkcs11", "generate", "pkcs11:token=t;object=k", "--algorithm", "dsa"],
+        &[
+            "pkcs11",
+            "generate",
+            "pkcs11:token=t;object=k",
+            "--algorithm",
+            "dsa",
+        ],
         &["tpm", "clear-identity", "--handle", "zz"],
-        &["sas", "--resource", "r", "--key", "AA==", "--expiry-secs", "1", "--expiry-at", "2"],
+        &[
+            "sas",
+            "--resource",
+            "r",
+            "--key",
+            "AA==",
+            "--expiry-secs",
+            "1",
+            "--expiry-at",
+            "2",
+        ],
     ] {
         let run = run(args);
         run.code(2);
@@ -91,5 +111,8 @@ fn bad_arguments_are_clap_usage_errors() {
 fn no_command_prints_help_and_exits_2() {
     let run = run::<[&str; 0], &str>([]);
     run.code(2);
-    assert!(run.stderr.contains("Usage: hsm-provision <COMMAND>"), "{run}");
+    assert!(
+        run.stderr.contains("Usage: hsm-provision <COMMAND>"),
+        "{run}"
+    );
 }

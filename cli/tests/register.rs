@@ -51,7 +51,10 @@ fn symmetric_key_registers_and_prints_json_with_the_hub() {
     assert_eq!(json["registrationId"], "cli-sym-1");
     assert_eq!(json["status"], "assigned");
     assert_eq!(json["substatus"], "initialAssignment");
-    assert_eq!(json["payload"], serde_json::json!({"model": "x1", "n": [1, 2]}));
+    assert_eq!(
+        json["payload"],
+        serde_json::json!({"model": "x1", "n": [1, 2]})
+    );
     assert_eq!(json["hubCredentials"], "sas");
     assert!(json["issuedCertificateChain"].is_null());
     assert_eq!(json["requests"], 2, "register and one poll");
@@ -78,13 +81,13 @@ fn human_output_and_quiet() {
     run.ok();
     assert!(run.stderr.is_empty(), "--quiet: {run}");
     assert!(
-        run.stdout.starts_with(&format!(
-            "assigned: hub {HUB}, device id cli-device-one\n"
-        )),
+        run.stdout
+            .starts_with(&format!("assigned: hub {HUB}, device id cli-device-one\n")),
         "{run}"
     );
     assert!(
-        run.stdout.contains("status            assigned (initialAssignment)"),
+        run.stdout
+            .contains("status            assigned (initialAssignment)"),
         "{run}"
     );
     assert!(
@@ -146,7 +149,10 @@ fn a_wrong_key_is_refused_with_exit_1_and_one_line() {
         ));
         run.fails(1, "DPS refused the device's credentials");
         assert!(run.stdout.is_empty(), "{run}");
-        assert!(run.elapsed < Duration::from_secs(10), "refusals are not retried: {run}");
+        assert!(
+            run.elapsed < Duration::from_secs(10),
+            "refusals are not retried: {run}"
+        );
     }
     let run = run(with(
         emu.register(),
@@ -235,8 +241,7 @@ symmetric_key = {{ value = "{WRONG_KEY}" }}
     );
     let config = config.to_str().unwrap();
     // As written, it cannot work: a closed port (network, 4) within the short timeout.
-    run(["register", "--config", config, "--timeout", "2s"])
-        .fails(4, "did not finish within 2s");
+    run(["register", "--config", config, "--timeout", "2s"]).fails(4, "did not finish within 2s");
     let run = run([
         "register",
         "--config",
@@ -271,7 +276,11 @@ fn config_mistakes_exit_2_in_one_line() {
     let not_toml = write(dir.path(), "not.toml", "[provisioning\n");
     common::run(["register", "--config", not_toml.to_str().unwrap()])
         .fails(2, "invalid configuration file");
-    let no_attestation = write(dir.path(), "none.toml", "[provisioning]\nid_scope = \"x\"\n");
+    let no_attestation = write(
+        dir.path(),
+        "none.toml",
+        "[provisioning]\nid_scope = \"x\"\n",
+    );
     common::run(["register", "--config", no_attestation.to_str().unwrap()])
         .fails(2, "no attestation");
     let no_scope = write(
@@ -304,30 +313,75 @@ fn attestation_flags_are_checked() {
             2,
             "choose one attestation",
         ),
-        (&["register", "--x509-cert", "chain.pem"], 2, "both --x509-cert and --x509-key"),
+        (
+            &["register", "--x509-cert", "chain.pem"],
+            2,
+            "both --x509-cert and --x509-key",
+        ),
         (&["register", "--id-scope", "s"], 2, "no attestation"),
         (
-            &["register", "--x509-cert", "/no/chain.pem", "--x509-key", "/no/key.pem"],
+            &[
+                "register",
+                "--x509-cert",
+                "/no/chain.pem",
+                "--x509-key",
+                "/no/key.pem",
+            ],
             2,
             "cannot read /no/chain.pem",
         ),
         (
-            &["register", "--symmetric-key", "***", "--registration-id", "d", "--id-scope", "s"],
+            &[
+                "register",
+                "--symmetric-key",
+                "***",
+                "--registration-id",
+                "d",
+                "--id-scope",
+                "s",
+            ],
             2,
             "not valid base64",
         ),
         (
-            &["register", "--symmetric-key", DEVICE_KEY, "--registration-id", "d", "--id-scope", "s", "--payload", "{oops"],
+            &[
+                "register",
+                "--symmetric-key",
+                DEVICE_KEY,
+                "--registration-id",
+                "d",
+                "--id-scope",
+                "s",
+                "--payload",
+                "{oops",
+            ],
             2,
             "--payload is not valid JSON",
         ),
         (
-            &["register", "--symmetric-key", DEVICE_KEY, "--registration-id", "d", "--id-scope", "s", "--csr"],
+            &[
+                "register",
+                "--symmetric-key",
+                DEVICE_KEY,
+                "--registration-id",
+                "d",
+                "--id-scope",
+                "s",
+                "--csr",
+            ],
             2,
             "needs --csr-key",
         ),
         (
-            &["register", "--symmetric-key", DEVICE_KEY, "--registration-id", "d", "--id-scope", "bad scope!"],
+            &[
+                "register",
+                "--symmetric-key",
+                DEVICE_KEY,
+                "--registration-id",
+                "d",
+                "--id-scope",
+                "bad scope!",
+            ],
             2,
             "invalid ID scope",
         ),
@@ -343,9 +397,10 @@ fn attestation_flags_are_checked() {
 #[test]
 fn x509_from_files_and_a_certificate_from_a_csr() {
     let ca = TestCa::new("cli x509 group CA");
-    let emu = Emu::start(
-        Emulator::builder().enroll_group(EnrollmentGroup::x509_ca("cli-x509-group", ca.cert().clone())),
-    );
+    let emu = Emu::start(Emulator::builder().enroll_group(EnrollmentGroup::x509_ca(
+        "cli-x509-group",
+        ca.cert().clone(),
+    )));
     let device = ca.issue_client("cli-x509-dev", &rcgen::PKCS_ECDSA_P256_SHA256);
     let chain = write(emu.dir.path(), "chain.pem", &device.chain_pem);
     let key = write(emu.dir.path(), "key.pem", &device.key_pem);
@@ -382,18 +437,31 @@ fn x509_from_files_and_a_certificate_from_a_csr() {
     assert_eq!(std::fs::read_to_string(&issued).unwrap(), pem);
     let out = hsm_testkit::tools::openssl(
         emu.dir.path(),
-        &["verify", "-CAfile", emu.ca.to_str().unwrap(), issued.to_str().unwrap()],
+        &[
+            "verify",
+            "-CAfile",
+            emu.ca.to_str().unwrap(),
+            issued.to_str().unwrap(),
+        ],
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains(": OK"));
     let subject = hsm_testkit::tools::openssl(
         emu.dir.path(),
-        &["x509", "-noout", "-subject", "-in", issued.to_str().unwrap()],
+        &[
+            "x509",
+            "-noout",
+            "-subject",
+            "-in",
+            issued.to_str().unwrap(),
+        ],
     );
-    assert!(String::from_utf8_lossy(&subject.stdout).replace(" ", "").contains("CN=cli-x509-dev"));
+    assert!(
+        String::from_utf8_lossy(&subject.stdout)
+            .replace(" ", "")
+            .contains("CN=cli-x509-dev")
+    );
     // The issued certificate is for the device's key.
-    let pubkey = |args: &[&str]| {
-        hsm_testkit::tools::openssl(emu.dir.path(), args).stdout
-    };
+    let pubkey = |args: &[&str]| hsm_testkit::tools::openssl(emu.dir.path(), args).stdout;
     assert_eq!(
         pubkey(&["x509", "-noout", "-pubkey", "-in", issued.to_str().unwrap()]),
         pubkey(&["pkey", "-pubout", "-in", key.to_str().unwrap()])
@@ -424,9 +492,19 @@ fn symmetric_key_with_a_csr_key_gets_a_certificate() {
     assert!(run.stdout.contains("TLS client certificate"), "{run}");
     let subject = hsm_testkit::tools::openssl(
         emu.dir.path(),
-        &["x509", "-noout", "-subject", "-in", issued.to_str().unwrap()],
+        &[
+            "x509",
+            "-noout",
+            "-subject",
+            "-in",
+            issued.to_str().unwrap(),
+        ],
     );
-    assert!(String::from_utf8_lossy(&subject.stdout).replace(" ", "").contains("CN=cli-sym-1"));
+    assert!(
+        String::from_utf8_lossy(&subject.stdout)
+            .replace(" ", "")
+            .contains("CN=cli-sym-1")
+    );
 }
 
 #[test]
@@ -453,21 +531,36 @@ fn an_unreachable_endpoint_exits_4_within_the_timeout() {
         "3s",
     ]);
     run.fails(4, "registration did not finish within 3s");
-    assert!(run.error_text().contains("caused by: I/O: connect to DPS"), "{run}");
-    assert!(run.stderr.contains("retrying the register request"), "{run}");
+    assert!(
+        run.error_text().contains("caused by: I/O: connect to DPS"),
+        "{run}"
+    );
+    assert!(
+        run.stderr.contains("retrying the register request"),
+        "{run}"
+    );
     assert!(run.elapsed < Duration::from_secs(10), "{run}");
 }
 
 #[test]
 fn an_untrusted_server_exits_4() {
     let emu = symmetric_emulator();
-    let other = write(emu.dir.path(), "other-ca.pem", TestCa::new("not the DPS CA").pem());
+    let other = write(
+        emu.dir.path(),
+        "other-ca.pem",
+        TestCa::new("not the DPS CA").pem(),
+    );
     let mut args = emu.register();
     let at = args.iter().position(|a| a == "--trust-ca").unwrap();
     args[at + 1] = other.display().to_string();
     run(with(
         args,
-        &["--symmetric-key", DEVICE_KEY, "--registration-id", "cli-sym-1"],
+        &[
+            "--symmetric-key",
+            DEVICE_KEY,
+            "--registration-id",
+            "cli-sym-1",
+        ],
     ))
     .fails(4, "TLS");
 }

@@ -124,10 +124,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let args: Vec<_> = args
-        .into_iter()
-        .map(|a| a.as_ref().to_owned())
-        .collect();
+    let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
     let started = Instant::now();
     let output: Output = command.args(&args).output().unwrap();
     Run {
@@ -160,9 +157,7 @@ impl Emu {
             .enable_all()
             .build()
             .unwrap();
-        let emulator = runtime
-            .block_on(builder.retry_after(0).start())
-            .unwrap();
+        let emulator = runtime.block_on(builder.retry_after(0).start()).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("dps-ca.pem");
         emulator.write_ca(&ca).unwrap();
