@@ -1,8 +1,15 @@
-//! Registration latency against the in-process dps-emulator (Retry-After 0, loopback): 1000
-//! sequential registrations each for symmetric key and X.509 over HTTPS, every one with a new
-//! client and so a new TLS connection; prints p50 and p99.
+//! Registration latency: 1000 sequential registrations each for symmetric key and X.509 over
+//! HTTPS, every one with a new client and so a new TLS connection; prints p50 and p99.
 //!
-//! `cargo bench -p provisioning --bench register` (set `REGISTRATIONS` to change the count).
+//! `cargo bench -p provisioning --bench register` (set `REGISTRATIONS` to change the count)
+//! registers against an in-process dps-emulator (Retry-After 0, loopback). With
+//! `DPS_BENCH_ENDPOINT` set it registers against that DPS instead (an emulator run as its own
+//! process by `scripts/bench-provisioning.sh`, so the official Node SDK can be measured against
+//! the same server), with devices it must already have enrolled:
+//! `DPS_BENCH_SCOPE` (ID scope), `DPS_BENCH_CA` (PEM of the CA to trust), `DPS_BENCH_SYM_ID` and
+//! `DPS_BENCH_KEY` (an individual symmetric-key enrollment and its base64 key),
+//! `DPS_BENCH_X509_CHAIN` and `DPS_BENCH_X509_KEY` (PEM chain and key of a device whose CN is its
+//! registration id, enrolled individually or through a CA group).
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -14,6 +21,8 @@ use hsm_symmkey::SymmetricKey;
 use hsm_testkit::pki::TestCa;
 use hsm_x509::X509Identity;
 use provisioning::{ProvisioningClient, ProvisioningClientBuilder};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject as _;
 
 const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
@@ -45,6 +54,86 @@ async fn measure(name: &str, n: usize, make: impl Fn() -> ProvisioningClientBuil
     );
 }
 
+/// What the benchmark registers against, and as whom.
+struct Target {
+    endpoint: String,
+    scope: String,
+    anchors: Vec<CertificateDer<'static>>,
+    symmetric: Arc<SymmetricKey>,
+    x509: Arc<X509Identity>,
+    /// Kept running for the in-process mode.
+    _emulator: Option<Emulator>,
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} must be set with DPS_BENCH_ENDPOINT"))
+}
+
+/// The DPS given by `DPS_BENCH_*`.
+fn external(endpoint: String) -> Target {
+    let chain = std::fs::read(env("DPS_BENCH_X509_CHAIN")).unwrap();
+    let key = std::fs::read(env("DPS_BENCH_X509_KEY")).unwrap();
+    Target {
+        endpoint,
+        scope: env("DPS_BENCH_SCOPE"),
+        anchors: CertificateDer::pem_file_iter(env("DPS_BENCH_CA"))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap(),
+        symmetric: Arc::new(
+            SymmetricKey::from_base64(
+                RegistrationId::new(env("DPS_BENCH_SYM_ID")).unwrap(),
+                &SecretString::from(env("DPS_BENCH_KEY")),
+            )
+            .unwrap(),
+        ),
+        x509: Arc::new(
+            X509Identity::builder()
+                .certificates(&chain)
+                .key(&key)
+                .build()
+                .unwrap(),
+        ),
+        _emulator: None,
+    }
+}
+
+/// A dps-emulator started in this process.
+async fn in_process() -> Target {
+    let ca = TestCa::new("bench CA");
+    let issued = ca.issue_client("bench-x509", &rcgen::PKCS_ECDSA_P256_SHA256);
+    let emulator = Emulator::builder()
+        .retry_after(0)
+        .enroll(Enrollment::symmetric_key(
+            "bench-sym",
+            KeyPair::from_base64("bench-sym", KEY, None).unwrap(),
+        ))
+        .enroll_group(EnrollmentGroup::x509_ca("bench-group", ca.cert().clone()))
+        .start()
+        .await
+        .unwrap();
+    Target {
+        endpoint: emulator.global_endpoint(),
+        scope: emulator.id_scope().to_owned(),
+        anchors: vec![emulator.ca_certificate().clone()],
+        symmetric: Arc::new(
+            SymmetricKey::from_base64(
+                RegistrationId::new("bench-sym").unwrap(),
+                &SecretString::from(KEY),
+            )
+            .unwrap(),
+        ),
+        x509: Arc::new(
+            X509Identity::builder()
+                .certificates(issued.chain_pem.as_bytes())
+                .key(issued.key_pem.as_bytes())
+                .build()
+                .unwrap(),
+        ),
+        _emulator: Some(emulator),
+    }
+}
+
 fn main() {
     let n: usize = std::env::var("REGISTRATIONS")
         .ok()
@@ -55,40 +144,30 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let ca = TestCa::new("bench CA");
-        let issued = ca.issue_client("bench-x509", &rcgen::PKCS_ECDSA_P256_SHA256);
-        let emulator = Emulator::builder()
-            .retry_after(0)
-            .enroll(Enrollment::symmetric_key(
-                "bench-sym",
-                KeyPair::from_base64("bench-sym", KEY, None).unwrap(),
-            ))
-            .enroll_group(EnrollmentGroup::x509_ca("bench-group", ca.cert().clone()))
-            .start()
-            .await
-            .unwrap();
-        let base = || {
-            ProvisioningClient::builder(emulator.global_endpoint(), emulator.id_scope())
-                .trust_anchor(emulator.ca_certificate().clone())
+        let target = match std::env::var("DPS_BENCH_ENDPOINT") {
+            Ok(endpoint) => {
+                println!("against the DPS at {endpoint} (DPS_BENCH_ENDPOINT)");
+                external(endpoint)
+            }
+            Err(_) => {
+                println!("against an in-process dps-emulator");
+                in_process().await
+            }
         };
-        let symmetric = Arc::new(
-            SymmetricKey::from_base64(
-                RegistrationId::new("bench-sym").unwrap(),
-                &SecretString::from(KEY),
-            )
-            .unwrap(),
-        );
-        let x509 = Arc::new(
-            X509Identity::builder()
-                .certificates(issued.chain_pem.as_bytes())
-                .key(issued.key_pem.as_bytes())
-                .build()
-                .unwrap(),
-        );
+        let base = || {
+            let mut builder = ProvisioningClient::builder(&target.endpoint, &target.scope);
+            for anchor in &target.anchors {
+                builder = builder.trust_anchor(anchor.clone());
+            }
+            builder
+        };
         measure("symmetric key, HTTPS", n, || {
-            base().symmetric_key(symmetric.clone())
+            base().symmetric_key(target.symmetric.clone())
         })
         .await;
-        measure("X.509 (P-256), HTTPS", n, || base().x509(x509.clone())).await;
+        measure("X.509 (P-256), HTTPS", n, || {
+            base().x509(target.x509.clone())
+        })
+        .await;
     });
 }
