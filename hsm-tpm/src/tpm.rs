@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
-use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
@@ -92,8 +92,9 @@ pub struct Tpm {
 struct Shared {
     tcti: Tcti,
     busy_wait: Duration,
-    jobs: Mutex<Option<Sender<Job>>>,
-    worker: Mutex<Option<JoinHandle<()>>>,
+    /// `None` only while dropping.
+    jobs: Option<Sender<Job>>,
+    worker: Option<JoinHandle<()>>,
     worker_id: ThreadId,
 }
 
@@ -135,8 +136,8 @@ impl Tpm {
                 tcti,
                 busy_wait,
                 worker_id: worker.thread().id(),
-                jobs: Mutex::new(Some(jobs)),
-                worker: Mutex::new(Some(worker)),
+                jobs: Some(jobs),
+                worker: Some(worker),
             }),
         };
         tpm.run("connect", |conn| conn.context().map(|_| ()))?;
@@ -231,13 +232,12 @@ impl Tpm {
             // The caller may have given up waiting; nothing to do then.
             let _ = reply.send(op(conn));
         });
-        {
-            let jobs = self.shared.jobs.lock().map_err(|_| Error::WorkerStopped)?;
-            jobs.as_ref()
-                .ok_or(Error::WorkerStopped)?
-                .send(job)
-                .map_err(|_| Error::WorkerStopped)?;
-        }
+        self.shared
+            .jobs
+            .as_ref()
+            .ok_or(Error::WorkerStopped)?
+            .send(job)
+            .map_err(|_| Error::WorkerStopped)?;
         receive(&answer, self.shared.busy_wait).ok_or(Error::WorkerStopped)?
     }
 }
@@ -246,11 +246,9 @@ impl Drop for Shared {
     fn drop(&mut self) {
         // Closing the queue ends the worker, which drops the Context and closes the connection;
         // wait for it so the TPM is free for the next client when this returns.
-        if let Ok(mut jobs) = self.jobs.lock() {
-            jobs.take();
-        }
+        self.jobs.take();
         if thread::current().id() != self.worker_id
-            && let Some(worker) = self.worker.lock().ok().and_then(|mut w| w.take())
+            && let Some(worker) = self.worker.take()
         {
             let _ = worker.join();
         }
@@ -519,3 +517,31 @@ impl Connection {
 
 /// `TPM_RC_HANDLE` (format one, without the handle number).
 const TPM_RC_HANDLE: u32 = 0x08b;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        fn check<T: Send + Sync + Clone>() {}
+        check::<Tpm>();
+        check::<crate::TpmIdentity>();
+        check::<crate::TpmHmacKey>();
+        fn check_key<T: Send + Sync>() {}
+        check_key::<crate::TpmKey>();
+    }
+
+    #[test]
+    fn busy_wait_falls_back_to_sleeping() {
+        let (tx, rx) = mpsc::channel();
+        let sender = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(20));
+            tx.send(7).unwrap();
+        });
+        // Polls for 1 ms, then sleeps until the message comes.
+        assert_eq!(receive(&rx, Duration::from_millis(1)), Some(7));
+        sender.join().unwrap();
+        assert_eq!(receive(&rx, Duration::ZERO), None);
+    }
+}
