@@ -69,6 +69,13 @@ pub(crate) enum Error {
         reason: String,
     },
 
+    /// A CSR was sent but DPS issued no certificate.
+    #[error("the device is registered, but DPS issued no certificate to write to {}", path.display())]
+    NotIssued {
+        /// Where it was to be written.
+        path: PathBuf,
+    },
+
     /// The tokio runtime could not be started.
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -164,7 +171,7 @@ impl Error {
     pub(crate) fn exit(&self) -> Exit {
         match self {
             Self::Usage(_) | Self::Read { .. } | Self::Config { .. } => Exit::Usage,
-            Self::Write { .. } | Self::Runtime(_) => Exit::Failed,
+            Self::Write { .. } | Self::Runtime(_) | Self::NotIssued { .. } => Exit::Failed,
             Self::Provisioning { source, .. } => provisioning_exit(source),
             Self::Emulator { source, .. } => match source {
                 dps_emulator::Error::File { .. }

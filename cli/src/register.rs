@@ -637,6 +637,11 @@ fn parse_payload(text: &str) -> Result<Value, Error> {
 /// Runs `register`.
 pub(crate) fn run(args: &RegisterArgs) -> Result<(), Error> {
     let settings = Settings::resolve(args)?;
+    if settings.issued_cert_out.is_some() && !settings.csr {
+        return Err(Error::usage(
+            "--issued-cert-out needs --csr (DPS issues certificates only for a CSR)",
+        ));
+    }
     let status = Status::new(!args.quiet);
     let verbose = args.verbose.then(|| {
         tracing_subscriber::fmt::layer()
@@ -722,10 +727,7 @@ pub(crate) fn run(args: &RegisterArgs) -> Result<(), Error> {
     })?;
     if let Some(path) = &settings.issued_cert_out {
         if registration.issued_certificate_chain.is_empty() {
-            return Err(Error::usage(format!(
-                "DPS issued no certificate to write to {} (register with --csr)",
-                path.display()
-            )));
+            return Err(Error::NotIssued { path: path.clone() });
         }
         util::write(
             path,

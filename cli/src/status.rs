@@ -27,21 +27,45 @@ struct Line {
     last: String,
     polls: u32,
     started: Instant,
+    /// Columns the line may use on a terminal.
+    width: usize,
 }
 
 impl Status {
     /// A status line on stderr; `enabled = false` prints nothing.
     pub(crate) fn new(enabled: bool) -> Self {
-        Self {
+        let tty = std::io::stderr().is_terminal();
+        let status = Self {
             inner: Arc::new(Mutex::new(Line {
                 enabled,
-                tty: std::io::stderr().is_terminal(),
+                tty,
                 drawn: false,
                 last: String::new(),
                 polls: 0,
                 started: Instant::now(),
+                width: terminal_width(),
             })),
+        };
+        if enabled && tty {
+            // Keeps the elapsed time ticking during long waits (Retry-After, backoff). The
+            // thread ends with the process.
+            let line = Arc::downgrade(&status.inner);
+            let _ = std::thread::Builder::new()
+                .name("status line".into())
+                .spawn(move || {
+                    while let Some(line) = line.upgrade() {
+                        {
+                            let mut line = line.lock().unwrap_or_else(|e| e.into_inner());
+                            if line.drawn {
+                                line.draw();
+                            }
+                        }
+                        drop(line);
+                        std::thread::sleep(std::time::Duration::from_millis(250));
+                    }
+                });
         }
+        status
     }
 
     /// Shows `text` (prefixed with `registering... `).
@@ -92,11 +116,11 @@ impl Status {
                 format!("polling ({})", line.polls)
             }
             "retrying" => format!(
-                "retrying the {} request (attempt {} failed: {}); waiting {}",
+                "retrying the {} request in {} (attempt {}: {})",
                 fields.get("operation"),
+                tidy_duration(fields.get("wait")),
                 fields.get("attempt"),
                 fields.get("error"),
-                tidy_duration(fields.get("wait"))
             ),
             "importing the hub device key into the TPM" => {
                 "importing the hub device key into the TPM".to_owned()
@@ -112,18 +136,43 @@ impl Line {
         if !self.enabled || text == self.last {
             return;
         }
-        let elapsed = self.started.elapsed().as_secs_f64();
-        let rendered = format!("registering... {text} [{elapsed:.1}s]");
-        let mut stderr = std::io::stderr().lock();
-        if self.tty {
-            let _ = write!(stderr, "\r\x1b[2K{rendered}");
-            let _ = stderr.flush();
-            self.drawn = true;
-        } else {
-            let _ = writeln!(stderr, "{rendered}");
-        }
         text.clone_into(&mut self.last);
+        if self.tty {
+            self.draw();
+        } else {
+            let _ = writeln!(std::io::stderr(), "{}", self.render());
+        }
     }
+
+    fn render(&self) -> String {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        format!("registering... [{elapsed:.1}s] {}", self.last)
+    }
+
+    /// Redraws the line in place, cut to the terminal's width so that it never wraps.
+    fn draw(&mut self) {
+        let mut rendered = self.render();
+        if rendered.chars().count() >= self.width {
+            rendered = rendered
+                .chars()
+                .take(self.width.saturating_sub(2))
+                .collect();
+            rendered.push('…');
+        }
+        let mut stderr = std::io::stderr().lock();
+        let _ = write!(stderr, "\r\x1b[2K{rendered}");
+        let _ = stderr.flush();
+        self.drawn = true;
+    }
+}
+
+/// `$COLUMNS`, else 80.
+fn terminal_width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .filter(|&c| c >= 20)
+        .unwrap_or(80)
 }
 
 /// `403.989871ms` -> `404ms`, `1.918063209s` -> `1.9s` (a `Duration`'s `Debug`).

@@ -385,6 +385,19 @@ fn attestation_flags_are_checked() {
             2,
             "invalid ID scope",
         ),
+        (
+            &[
+                "register",
+                "--symmetric-key",
+                DEVICE_KEY,
+                "--registration-id",
+                "d",
+                "--issued-cert-out",
+                "x.pem",
+            ],
+            2,
+            "--issued-cert-out needs --csr",
+        ),
     ] {
         let mut args = args.to_vec();
         if !args.contains(&"--id-scope") {
