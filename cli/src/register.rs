@@ -264,7 +264,11 @@ impl Settings {
         let device = match device_from_flags(args, &pkcs11_options)? {
             Some(device) => device,
             None => match &file {
-                Some(file) => device_from_config(file, &pkcs11_options)?,
+                Some(file) => {
+                    let mut device = device_from_config(file, &pkcs11_options)?;
+                    override_from_flags(&mut device, args);
+                    device
+                }
                 None => return Err(Error::usage(NO_ATTESTATION)),
             },
         };
@@ -365,7 +369,8 @@ fn device_from_flags(
         || args.riot_measurement_hex.is_some()
         || args.riot_root_seed_hex.is_some()
         || args.riot_root_seed_file.is_some()
-        || args.riot_root_cert.is_some();
+        || args.riot_root_cert.is_some()
+        || args.riot_root_cn.is_some();
     if riot {
         chosen.push("--riot-*");
     }
@@ -487,6 +492,34 @@ fn device_from_flags(
         return Ok(None);
     };
     Ok(Some(spec))
+}
+
+/// `--registration-id` and `--tpm-ek-template` override what the config file's attestation says.
+fn override_from_flags(device: &mut DeviceSpec, args: &RegisterArgs) {
+    if let Some(id) = &args.registration_id {
+        match device {
+            DeviceSpec::X509Files {
+                registration_id, ..
+            }
+            | DeviceSpec::Pkcs11X509 {
+                registration_id, ..
+            } => *registration_id = Some(id.clone()),
+            DeviceSpec::Riot(spec) => spec.registration_id = Some(id.clone()),
+            DeviceSpec::SymmetricKey {
+                registration_id, ..
+            }
+            | DeviceSpec::GroupKey {
+                registration_id, ..
+            }
+            | DeviceSpec::Pkcs11Hmac {
+                registration_id, ..
+            } => registration_id.clone_from(id),
+            DeviceSpec::Tpm { expected_id, .. } => *expected_id = Some(id.clone()),
+        }
+    }
+    if let (Some(template), DeviceSpec::Tpm { ek_template, .. }) = (args.tpm_ek_template, device) {
+        *ek_template = template.into();
+    }
 }
 
 /// The attestation the config file gives.

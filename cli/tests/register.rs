@@ -214,6 +214,15 @@ symmetric_key = {{ file = "device.key" }}
     let json = run.json();
     assert_eq!(json["deviceId"], "cli-device-one", "{run}");
     assert_eq!(json["payload"], serde_json::json!({"model": "from-config"}));
+    // --registration-id overrides the file's (this one's enrollment is disabled).
+    common::run([
+        "register",
+        "--config",
+        config.to_str().unwrap(),
+        "--registration-id",
+        "cli-retired",
+    ])
+    .fails(1, "registration disabled");
 }
 
 #[test]
@@ -319,6 +328,11 @@ fn attestation_flags_are_checked() {
             "both --x509-cert and --x509-key",
         ),
         (&["register", "--id-scope", "s"], 2, "no attestation"),
+        (
+            &["register", "--riot-root-cn", "r"],
+            2,
+            "DICE needs the UDS",
+        ),
         (
             &[
                 "register",
