@@ -107,7 +107,7 @@ pub enum Error {
     },
 
     /// The registration ended with status `failed` or `disabled`.
-    #[error("registration {status}: error code {error_code:?}: {message:?}")]
+    #[error("registration {status}{}", describe_failure(*error_code, message.as_deref()))]
     Failed {
         /// [`RegistrationStatus::Failed`] or [`RegistrationStatus::Disabled`].
         status: RegistrationStatus,
@@ -222,4 +222,17 @@ impl Error {
                 | Self::ResponseTooLarge { .. }
         )
     }
+}
+
+/// `": error code N: message"`, leaving out what DPS did not send.
+fn describe_failure(error_code: Option<u64>, message: Option<&str>) -> String {
+    let mut text = String::new();
+    if let Some(code) = error_code {
+        text.push_str(&format!(": error code {code}"));
+    }
+    if let Some(message) = message {
+        text.push_str(": ");
+        text.push_str(message);
+    }
+    text
 }
