@@ -307,7 +307,9 @@ impl ProvisioningClientBuilder {
         self
     }
 
-    /// The rustls crypto provider (default: the process default, else AWS-LC).
+    /// The rustls crypto provider (default: the process default, else ring). Pass
+    /// `rustls::crypto::aws_lc_rs::default_provider()` (or install it as the process default)
+    /// for AWS-LC, e.g. for its post-quantum key exchange.
     #[must_use]
     pub fn crypto_provider(mut self, provider: Arc<CryptoProvider>) -> Self {
         self.provider = Some(provider);
@@ -380,15 +382,7 @@ impl ProvisioningClientBuilder {
         let mut roots = match self.roots {
             Some(roots) => roots,
             None if !self.anchors.is_empty() => RootCertStore::empty(),
-            None => {
-                let mut roots = RootCertStore::empty();
-                let native = rustls_native_certs::load_native_certs();
-                for error in &native.errors {
-                    tracing::warn!(%error, "cannot load a platform root certificate");
-                }
-                roots.add_parsable_certificates(native.certs);
-                roots
-            }
+            None => platform_roots().clone(),
         };
         for anchor in self.anchors {
             roots.add(anchor).map_err(|e| Error::Tls {
@@ -405,7 +399,11 @@ impl ProvisioningClientBuilder {
             Some(p) => p,
             None => CryptoProvider::get_default()
                 .cloned()
-                .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider())),
+                // ring, not AWS-LC: AWS-LC seeds its DRBG from CPU jitter the first time a
+                // process asks it for randomness (the TLS handshake), which costs ~60-80 ms of
+                // CPU on a 2-core x86 machine and more on a small device, for each process that
+                // registers once. ring reads the OS RNG. rumqttc already links ring.
+                .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider())),
         };
         let identity = match &attestation {
             Attestation::X509(a) => Some(TlsIdentity::from_attestation(a.as_ref()).map_err(
@@ -541,6 +539,23 @@ impl ProvisioningClient {
             }
         }
     }
+}
+
+/// The platform's root certificates, loaded once per process: reading them takes ~10 ms (60 ms
+/// cold) with a typical Debian bundle and certificate folder, which a factory building a client
+/// per device would otherwise pay for every device. A root store change on disk is seen by the
+/// next process.
+fn platform_roots() -> &'static RootCertStore {
+    static ROOTS: std::sync::OnceLock<RootCertStore> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let mut roots = RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        for error in &native.errors {
+            tracing::warn!(%error, "cannot load a platform root certificate");
+        }
+        roots.add_parsable_certificates(native.certs);
+        roots
+    })
 }
 
 /// Runs a driver call on the blocking pool.
