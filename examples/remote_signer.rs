@@ -35,7 +35,7 @@ use std::path::PathBuf;
 pub use client::{RemoteIdentity, RemoteKey};
 pub use process::SignerProcess;
 pub use protocol::{MAX_FRAME, Status};
-pub use signer::{KeyType, run_signer, serve};
+pub use signer::{KeyType, SignerKey, run_signer, serve};
 
 /// Everything that can go wrong between the driver and its signer.
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use super::{Error, KeyType};
+use super::{Error, SignerKey};
 
 /// The line a signer prints on stdout once it accepts connections.
 pub(crate) const READY: &str = "remote-signer ready";
@@ -27,14 +27,15 @@ pub struct SignerProcess {
 }
 
 impl SignerProcess {
-    /// Runs `program --signer <socket> --key-type <name>` and waits until it is ready.
+    /// Runs `program --signer <socket> --key-type <name>` (or `--key-file <path>`) and waits
+    /// until it is ready.
     /// `program` is a binary whose `main` calls [`run_signer`](super::run_signer) for those
     /// arguments, such as the `custom_driver` example.
     ///
     /// # Errors
     /// [`Error::Process`] when the program cannot be started, exits, or is not ready within 20
     /// seconds.
-    pub fn spawn(program: &Path, key_type: KeyType) -> Result<Self, Error> {
+    pub fn spawn(program: &Path, key: &SignerKey) -> Result<Self, Error> {
         let dir = tempfile::Builder::new()
             .prefix("remote-signer-")
             .tempdir()
@@ -46,8 +47,7 @@ impl SignerProcess {
         let mut child = Command::new(program)
             .arg("--signer")
             .arg(&socket)
-            .arg("--key-type")
-            .arg(key_type.name())
+            .args(key.args())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

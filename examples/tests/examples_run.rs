@@ -82,3 +82,26 @@ fn symmetric_key_group_registers_and_prints_a_valid_hub_sas_token() {
         .replace('=', "%3D");
     assert_eq!(field("sig"), expected);
 }
+
+#[test]
+fn custom_driver_registers_through_a_signer_in_another_process() {
+    let run = run_example("custom_driver", &[], &[]);
+    run.success();
+    let started = run.line("signer process started: pid ");
+    let pids: Vec<&str> = started
+        .split("pid ")
+        .skip(1)
+        .map(|s| s.split(|c: char| !c.is_ascii_digit()).next().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 2, "{started}");
+    assert_ne!(pids[0], pids[1], "the signer must be another process");
+    let line = run.line("assigned:");
+    assert!(
+        line.contains(
+            "hub 'custom-driver-hub.azure-devices.net', device id 'custom-driver-device-01'"
+        ),
+        "{line}"
+    );
+    run.line("signatures made by the signer process over the socket: 1");
+    run.line("signing now fails with: remote sign failed: cannot connect to the signer");
+}
