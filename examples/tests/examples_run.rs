@@ -105,3 +105,79 @@ fn custom_driver_registers_through_a_signer_in_another_process() {
     run.line("signatures made by the signer process over the socket: 1");
     run.line("signing now fails with: remote sign failed: cannot connect to the signer");
 }
+
+#[test]
+fn csr_issuance_prints_the_issued_chain() {
+    let run = run_example("csr_issuance", &[], &[]);
+    run.success();
+    run.line("with API 2025-07-01-preview and a CSR (CN=csr-device-01)");
+    run.line("assigned: hub 'csr-hub.azure-devices.net', device id 'csr-device-01'");
+    run.line("[0] subject: CN=csr-device-01");
+    run.line("issuer:  CN=dps-emulator CA");
+    run.line("the issued leaf certifies the handle's public key");
+}
+
+#[test]
+fn pkcs11_softhsm_registers_through_the_token_and_gets_a_certificate_for_a_token_key() {
+    let run = run_example("pkcs11_softhsm", &[], &[]);
+    run.success();
+    run.line("registration id 'pkcs11-device-01', chain of 2 from the token");
+    run.line("assigned: hub 'pkcs11-hub.azure-devices.net', device id 'pkcs11-device-01'");
+    run.line("DPS issued subject 'CN=pkcs11-device-01', issuer 'CN=dps-emulator CA'");
+    let objects: Vec<&str> = run
+        .stdout
+        .lines()
+        .skip_while(|l| !l.contains("token objects:"))
+        .skip(1)
+        .map(str::trim)
+        .collect();
+    for expected in [
+        "private    device-key",
+        "private    operational-key",
+        "cert       device-key",
+        "cert       device-ca",
+        "cert       operational-key",
+    ] {
+        assert!(objects.contains(&expected), "{expected} in {objects:?}");
+    }
+}
+
+#[test]
+fn tpm_swtpm_answers_the_challenge_in_the_tpm_and_signs_a_hub_token() {
+    let run = run_example("tpm_swtpm", &[], &[]);
+    run.success();
+    let line = run.line("registration id '");
+    let id = line.rsplit("registration id '").next().unwrap();
+    let id = id.trim_end_matches('\'');
+    assert_eq!(id.len(), 52, "base32 of SHA-256, unpadded: {id}");
+    assert!(
+        id.chars()
+            .all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c))
+    );
+    run.line("assigned: hub 'tpm-hub.azure-devices.net', device id 'tpm-device-01' (3 requests");
+    let token = run.line("SharedAccessSignature ");
+    assert!(
+        token.starts_with(
+            "SharedAccessSignature sr=tpm-hub.azure-devices.net%2fdevices%2ftpm-device-01&sig="
+        ),
+        "{token}"
+    );
+}
+
+#[test]
+fn tpm_swtpm_without_swtpm_fails_with_the_install_hint() {
+    let empty = tempfile::tempdir().unwrap();
+    let run = run_example(
+        "tpm_swtpm",
+        &[],
+        &[("PATH", empty.path().to_str().unwrap())],
+    );
+    assert_eq!(run.status.code(), Some(1), "{run:?}");
+    assert!(
+        run.stderr.contains(
+            "swtpm is not installed. Install it with `sudo apt install swtpm swtpm-tools`"
+        ),
+        "{}",
+        run.stderr
+    );
+}
