@@ -1,8 +1,8 @@
 //! Custom driver: a complete, minimal `hsm-core` driver whose private key lives in another
 //! process, reached over a Unix socket, registering a device with DPS. The template for a
 //! vendor's driver; the driver itself is `examples/remote_signer.rs` and
-//! `examples/remote_signer/` (about 500 lines with tests), and `docs/writing-a-driver.md` walks
-//! through it.
+//! `examples/remote_signer/` (about 1,000 lines, unit tests included), and
+//! `docs/writing-a-driver.md` walks through it.
 //!
 //! Needs nothing but this repository and a Unix-like OS (Unix sockets): no hardware, no cloud.
 //!
