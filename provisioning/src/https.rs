@@ -1,20 +1,23 @@
 //! The HTTPS transport: one TLS connection (HTTP/1.1 over tokio-rustls) kept for the register
 //! request and every poll, re-opened when the server closes it.
 
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty, Full, Limited, combinators::BoxBody};
 use hyper::Method;
-use hyper::client::conn::http1::SendRequest;
+use hyper::client::conn::http1::{Connection, SendRequest};
 use hyper::header::{
     ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER, USER_AGENT,
 };
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 use crate::Error;
 use crate::client::{Endpoint, Failure, Request, USER_AGENT_VALUE, classify_io, percent_encode};
@@ -30,15 +33,37 @@ pub(crate) struct HttpsConnection {
     open: Option<Open>,
 }
 
+type Driver = Pin<Box<Connection<TokioIo<TlsStream<TcpStream>>, Body>>>;
+
 struct Open {
     sender: SendRequest<Body>,
-    driver: JoinHandle<()>,
+    /// hyper's HTTP/1 state machine for this connection, polled by [`drive`] while a request is
+    /// under way; `None` once the connection has ended.
+    driver: Option<Driver>,
 }
 
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.driver.abort();
-    }
+/// Runs `future` (readiness, a request, a response body) while polling the connection in this
+/// task. hyper's usual spawned connection task costs cross-thread wake-ups on every exchange on
+/// a multi-threaded runtime (the caller on one thread, the connection on another): ~0.13 ms
+/// (8%) of a ~1.6 ms registration on loopback.
+async fn drive<T>(driver: &mut Option<Driver>, future: impl Future<Output = T>) -> T {
+    let mut future = pin!(future);
+    poll_fn(|cx| {
+        // The connection first: it takes in what arrived while the client waited between
+        // requests (the server may have closed it), so `ready()` sees a closed connection
+        // before a request is sent on it.
+        if let Some(connection) = driver
+            && let Poll::Ready(ended) = connection.as_mut().poll(cx)
+        {
+            if let Err(e) = ended {
+                tracing::debug!(error = %e, "DPS connection ended");
+            }
+            // Dropping it ends the request or body too (an error, or its last bytes).
+            *driver = None;
+        }
+        future.as_mut().poll(cx)
+    })
+    .await
 }
 
 impl HttpsConnection {
@@ -64,7 +89,7 @@ impl HttpsConnection {
 
     async fn connect(&mut self) -> Result<&mut Open, Failure> {
         if let Some(open) = &self.open
-            && open.sender.is_closed()
+            && (open.driver.is_none() || open.sender.is_closed())
         {
             tracing::debug!("DPS closed the connection; reconnecting");
             self.open = None;
@@ -89,13 +114,11 @@ impl HttpsConnection {
                     .map_err(|e| {
                         classify_io("HTTP handshake with DPS", std::io::Error::other(e))
                     })?;
-            let driver = tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "DPS connection ended");
-                }
-            });
             tracing::debug!("connected");
-            self.open = Some(Open { sender, driver });
+            self.open = Some(Open {
+                sender,
+                driver: Some(Box::pin(connection)),
+            });
         }
         // Set just above.
         self.open
@@ -155,16 +178,17 @@ impl HttpsConnection {
             .body(body)
             .map_err(|e| Failure::Fatal(Error::config(format!("cannot build the request: {e}"))))?;
         // A kept connection the server has closed meanwhile: open a new one before sending.
-        if self.connect().await?.sender.ready().await.is_err() {
+        let open = self.connect().await?;
+        if drive(&mut open.driver, open.sender.ready()).await.is_err() {
             tracing::debug!("DPS closed the connection; reconnecting");
             self.reset();
         }
         let open = self.connect().await?;
-        if let Err(e) = open.sender.ready().await {
+        if let Err(e) = drive(&mut open.driver, open.sender.ready()).await {
             self.reset();
             return Err(classify_io("send to DPS", std::io::Error::other(e)));
         }
-        let response = match open.sender.send_request(request).await {
+        let response = match drive(&mut open.driver, open.sender.send_request(request)).await {
             Ok(r) => r,
             Err(e) => {
                 self.reset();
@@ -201,9 +225,11 @@ impl HttpsConnection {
             self.reset();
             return Err(too_large());
         }
-        let body = match Limited::new(response.into_body(), MAX_RESPONSE)
-            .collect()
-            .await
+        let body = match drive(
+            &mut open.driver,
+            Limited::new(response.into_body(), MAX_RESPONSE).collect(),
+        )
+        .await
         {
             Ok(body) => body.to_bytes(),
             Err(e) => {

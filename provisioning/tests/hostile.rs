@@ -20,6 +20,10 @@ use tokio::net::TcpListener;
 
 type Script = Arc<dyn Fn(&str) -> Vec<u8> + Send + Sync>;
 
+/// In a response, anywhere: the server closes the connection 200 ms after sending it, without
+/// telling the client.
+const CLOSE_LATER: &str = "close-200ms-later";
+
 /// A TLS server that answers each HTTP/1.1 request with the bytes `script` returns for it (the
 /// whole request: head and body).
 struct Hostile {
@@ -101,7 +105,11 @@ impl Hostile {
                         if tls.write_all(&response).await.is_err() || tls.flush().await.is_err() {
                             return;
                         }
-                        if String::from_utf8_lossy(&response).contains("Connection: close") {
+                        let text = String::from_utf8_lossy(&response);
+                        if text.contains(CLOSE_LATER) {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        if text.contains("Connection: close") || text.contains(CLOSE_LATER) {
                             let _ = tls.shutdown().await;
                             return;
                         }
@@ -443,6 +451,40 @@ async fn one_connection_for_register_and_polls_and_reconnect_when_closed() {
         .unwrap();
     assert_eq!(registration.requests, 2, "no request failed");
     assert_eq!(closing.connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconnect_without_a_failed_request_when_closed_silently_while_waiting() {
+    // The server closes the connection 200 ms after the 202, without a `Connection: close`
+    // header, while the client waits out Retry-After (1 s): the poll goes out on a new
+    // connection, not as a failed request and a retry.
+    let server = Hostile::start(Arc::new(|line: &str| {
+        if line.starts_with("PUT ") {
+            let body =
+                format!(r#"{{"operationId":"op-1","status":"assigning","x":"{CLOSE_LATER}"}}"#);
+            let mut response = http(202, body.as_bytes());
+            let at = response.windows(3).position(|w| w == b": 0").unwrap();
+            response[at + 2] = b'1';
+            response
+        } else {
+            http(200, ASSIGNED.as_bytes())
+        }
+    }))
+    .await;
+    let started = Instant::now();
+    let registration = server
+        .client(Duration::from_secs(5))
+        .register()
+        .await
+        .unwrap();
+    assert_eq!(registration.requests, 2, "no request failed");
+    assert_eq!(server.requests.load(Ordering::SeqCst), 2);
+    assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+    assert!(
+        started.elapsed() < Duration::from_millis(1900),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
