@@ -42,6 +42,16 @@ for entry in "${BENCHES[@]}"; do
   fi
 done
 
+if [ $# -eq 0 ] || printf '%s\n' "$@" | grep -qx provisioning; then
+  printf '\n==> scripts/bench-provisioning.sh (ours vs the official Node.js SDK)\n'
+  if ./scripts/bench-provisioning.sh | tee "$logs/node.out"; then
+    { echo "provisioning vs Node.js SDK (scripts/bench-provisioning.sh)"; sed -n '/^measure/,$p' "$logs/node.out"; } >>"$summary"
+  else
+    echo "error: scripts/bench-provisioning.sh failed" >&2
+    failed=1
+  fi
+fi
+
 printf '\n==================== summary (%s, %s) ====================\n' "$(date -u +%Y-%m-%d)" "$(nproc) cores"
 cat "$summary"
 exit "$failed"
