@@ -135,6 +135,8 @@ fn an_unreachable_tpm_is_a_device_error_in_one_line() {
     let run = run(["tpm", "info", "--tcti", &tcti]);
     run.fails(3, "cannot connect to the TPM");
     assert!(run.error_text().contains("unavailable"), "{run}");
+    assert!(run.error_text().contains("not reachable"), "{run}");
+    assert!(!run.error_text().contains("not recognized"), "{run}");
     run_tcti_errors();
 }
 

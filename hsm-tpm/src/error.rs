@@ -103,9 +103,10 @@ pub enum Error {
     #[error("cannot build the CSR")]
     Certificate(#[source] rcgen::Error),
 
-    /// The worker thread that owns the TPM connection is gone (it panicked).
-    #[error("the TPM worker thread stopped")]
-    WorkerStopped,
+    /// An operation on the TPM connection panicked (a bug in this crate); the connection was
+    /// reset and the next call reconnects.
+    #[error("a TPM operation failed unexpectedly (an internal error); the connection was reset")]
+    Panicked,
 }
 
 /// TSS2 layer numbers (bits 16..24 of a TSS2_RC).
@@ -203,6 +204,13 @@ impl From<tss_esapi::Error> for TssError {
 
 impl fmt::Display for TssError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // tss-esapi decodes the TPM's own codes well, but prints "response code not recognized"
+        // for most software-layer ones (a refused connection is TCTI / I/O error): name those.
+        if let Some(code) = self.code()
+            && let Some((layer, what)) = describe_layered(code)
+        {
+            return write!(f, "TSS2_RC {code:#010x}: {layer} layer: {what}");
+        }
         match (&self.0, self.code()) {
             (Repr::Esapi(e), Some(code)) => write!(f, "TSS2_RC {code:#010x}: {e}"),
             (Repr::Esapi(e), None) => write!(f, "tss-esapi: {e}"),
@@ -215,6 +223,8 @@ impl fmt::Display for TssError {
 impl std::error::Error for TssError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.0 {
+            // Display already says all tss-esapi would ("response code not recognized").
+            Repr::Esapi(_) if self.code().and_then(describe_layered).is_some() => None,
             Repr::Esapi(e) => Some(e),
             Repr::Code(_) => None,
         }
@@ -231,6 +241,48 @@ fn raw_code(error: &tss_esapi::Error) -> Option<u32> {
     };
     let hex = text.rsplit("0x").next()?;
     u32::from_str_radix(hex.trim(), 16).ok()
+}
+
+/// The layer and meaning of a TSS2_RC from a software layer of the TSS (not the TPM itself),
+/// when both are known.
+fn describe_layered(rc: u32) -> Option<(&'static str, &'static str)> {
+    let layer = match (rc >> 16) & 0xff {
+        6 => "FAPI",
+        7 => "ESAPI",
+        8 => "SAPI",
+        9 => "marshaling",
+        LAYER_TCTI => "TCTI (connection to the TPM)",
+        LAYER_RESMGR => "resource manager",
+        LAYER_RESMGR_TPM => "resource manager (from the TPM)",
+        _ => return None,
+    };
+    let what = match rc & 0xffff {
+        1 => "general failure",
+        2 => "not implemented",
+        3 => "bad context",
+        4 => "ABI mismatch",
+        5 => "bad reference",
+        6 => "insufficient buffer",
+        BASE_RC_BAD_SEQUENCE => "bad sequence (a command was interrupted)",
+        BASE_RC_NO_CONNECTION => "no connection to the TPM",
+        9 => "try again",
+        BASE_RC_IO_ERROR => "I/O error (the TPM or simulator is not reachable)",
+        11 => "bad value",
+        12 => "not permitted",
+        13 => "invalid sessions",
+        16 => "bad size",
+        BASE_RC_MALFORMED_RESPONSE => "malformed response",
+        18 => "insufficient context",
+        BASE_RC_INSUFFICIENT_RESPONSE => "insufficient response (the connection closed)",
+        20 => "incompatible TCTI",
+        21 => "not supported",
+        22 => "bad TCTI structure",
+        23 => "out of memory",
+        24 => "bad ESYS handle",
+        27 => "response authorisation failed",
+        _ => return None,
+    };
+    Some((layer, what))
 }
 
 fn code_is_transport(rc: u32) -> bool {
@@ -263,7 +315,10 @@ mod tests {
         assert_eq!(mu.code(), Some(0x0009_0006));
         assert!(!mu.is_transport());
         assert_eq!(mu.tpm_rc(), None);
-        assert!(mu.to_string().starts_with("TSS2_RC 0x00090006: "), "{mu}");
+        assert_eq!(
+            mu.to_string(),
+            "TSS2_RC 0x00090006: marshaling layer: insufficient buffer"
+        );
         let wrapper = TssError::from(tss_esapi::Error::WrapperError(
             tss_esapi::WrapperErrorKind::InternalError,
         ));
@@ -285,6 +340,12 @@ mod tests {
         let rc = err.code().unwrap();
         assert_eq!(rc >> 16, LAYER_TCTI, "{rc:#x}");
         assert!(err.is_transport());
+        let text = err.to_string();
+        assert!(
+            text.contains("TCTI (connection to the TPM) layer: "),
+            "{text}"
+        );
+        assert!(!text.contains("not recognized"), "{text}");
         let ours = Error::Tpm {
             operation: "connect",
             command: "Esys_Initialize",

@@ -1,12 +1,12 @@
-//! The TPM connection: one worker thread owns the tss-esapi `Context`; handles send it jobs.
+//! The TPM connection: the tss-esapi `Context` behind a mutex; each call runs on its caller's
+//! thread.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
-use std::thread::{self, JoinHandle, ThreadId};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
 
 use tss_esapi::Context;
 use tss_esapi::constants::CapabilityType;
@@ -27,7 +27,6 @@ const MAX_BUFFER: usize = MaxBuffer::MAX_SIZE;
 pub struct TpmOptions {
     attempts: u32,
     delay: Duration,
-    busy_wait: Duration,
 }
 
 impl Default for TpmOptions {
@@ -35,7 +34,6 @@ impl Default for TpmOptions {
         Self {
             attempts: 3,
             delay: Duration::from_millis(100),
-            busy_wait: Duration::from_micros(500),
         }
     }
 }
@@ -53,31 +51,22 @@ impl TpmOptions {
         self.delay = delay;
         self
     }
-
-    /// How long a call polls for its answer (yielding the CPU between polls) before it sleeps,
-    /// and (up to 50 us of it) how long the worker polls for the next call. Handing a call to
-    /// the worker and back costs two thread wake-ups when both sleep, which is a large share of
-    /// a fast TPM command (an HMAC on swtpm takes ~70 us); polling avoids them for back-to-back
-    /// calls at the price of that much CPU time per call. Default 500 us; zero always sleeps.
-    pub fn busy_wait(mut self, busy_wait: Duration) -> Self {
-        self.busy_wait = busy_wait;
-        self
-    }
 }
 
 /// A connection to a TPM, shared by every identity and key made from it.
 ///
-/// tss-esapi's `Context` is neither `Send` nor `Sync`, so one worker thread owns it and every
-/// call is a job sent to that thread: `Tpm` is `Send + Sync`, cheap to clone (an `Arc`), and
-/// calls from many threads are serialised, as the TPM serialises them anyway. A caller polls
-/// briefly for its answer before it sleeps ([`TpmOptions::busy_wait`]).
+/// tss-esapi's `Context` is neither `Send` nor `Sync`; `Tpm` keeps it behind a mutex and runs
+/// each call on the caller's thread while holding the lock, so `Tpm` is `Send + Sync`, cheap to
+/// clone (an `Arc`), and calls from many threads are serialised, as the TPM serialises them
+/// anyway. A call costs no thread hand-off: the caller writes the command to the TPM and sleeps
+/// in the read of the response, exactly as a bare tss-esapi program does.
 ///
 /// **Reconnecting.** When a command fails because the transport failed (TCTI or resource-manager
-/// errors: the TPM device went away, swtpm was restarted), the worker drops the `Context` and the
-/// call tries again on a new connection, up to [`TpmOptions::attempts`] times; if the TPM stays
-/// away the call fails with [`Error::Unavailable`] and the next call starts over. Persistent
-/// objects survive; sessions and transient objects of the old connection do not, and no
-/// operation keeps any across calls.
+/// errors: the TPM device went away, swtpm was restarted), the `Context` is dropped and the call
+/// tries again on a new connection, up to [`TpmOptions::attempts`] times; if the TPM stays away
+/// the call fails with [`Error::Unavailable`] and the next call starts over. Persistent objects
+/// survive; sessions and transient objects of the old connection do not, and no operation keeps
+/// any across calls.
 ///
 /// **One connection.** swtpm and `/dev/tpm0` serve one client at a time; [`disconnect`]
 /// lets another program (tpm2-tools) in, and the next call reconnects. `/dev/tpmrm0` and
@@ -91,14 +80,8 @@ pub struct Tpm {
 
 struct Shared {
     tcti: Tcti,
-    busy_wait: Duration,
-    /// `None` only while dropping.
-    jobs: Option<Sender<Job>>,
-    worker: Option<JoinHandle<()>>,
-    worker_id: ThreadId,
+    connection: Mutex<Connection>,
 }
-
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
 impl fmt::Debug for Tpm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -123,21 +106,10 @@ impl Tpm {
     /// [`Error::Unavailable`] when the TPM cannot be reached (a missing device, a simulator that
     /// is not running), [`Error::Tpm`] when libtss2 refuses the configuration.
     pub fn open_with(tcti: Tcti, options: TpmOptions) -> Result<Self, Error> {
-        let (jobs, queue) = mpsc::channel::<Job>();
-        let busy_wait = options.busy_wait;
-        let idle_wait = busy_wait.min(WORKER_BUSY_WAIT);
-        let mut connection = Connection::new(tcti.clone(), options);
-        let worker = thread::Builder::new()
-            .name(format!("hsm-tpm {}", tcti.name()))
-            .spawn(move || worker(&mut connection, &queue, idle_wait))
-            .map_err(|_| Error::WorkerStopped)?;
         let tpm = Self {
             shared: Arc::new(Shared {
+                connection: Mutex::new(Connection::new(tcti.clone(), options)),
                 tcti,
-                busy_wait,
-                worker_id: worker.thread().id(),
-                jobs: Some(jobs),
-                worker: Some(worker),
             }),
         };
         tpm.run("connect", |conn| conn.context().map(|_| ()))?;
@@ -153,7 +125,7 @@ impl Tpm {
     /// the next call reconnects.
     ///
     /// # Errors
-    /// [`Error::WorkerStopped`] only.
+    /// None today; kept fallible so a TPM that needs a shutdown command can get one.
     pub fn disconnect(&self) -> Result<(), Error> {
         self.run_once(|conn| {
             conn.disconnect();
@@ -209,84 +181,60 @@ impl Tpm {
     /// [`Error::NotFound`] when no object is persisted at `handle`, [`Error::Tpm`] (for example
     /// when the object is not an HMAC key), [`Error::Unavailable`].
     pub fn hmac_sha256(&self, handle: PersistentHandle, data: &[u8]) -> Result<[u8; 32], Error> {
-        let data = zeroize::Zeroizing::new(data.to_vec());
-        self.run("HMAC-SHA256", move |conn| conn.hmac(handle, &data))
+        self.run("HMAC-SHA256", |conn| conn.hmac(handle, data))
     }
 
-    /// Runs `op` on the worker thread with the connection, reconnecting and retrying it when the
-    /// transport fails.
-    pub(crate) fn run<R: Send + 'static>(
+    /// Runs `op` with the connection, reconnecting and retrying it when the transport fails.
+    pub(crate) fn run<R>(
         &self,
         operation: &'static str,
-        mut op: impl FnMut(&mut Connection) -> Result<R, Error> + Send + 'static,
+        mut op: impl FnMut(&mut Connection) -> Result<R, Error>,
     ) -> Result<R, Error> {
         self.run_once(move |conn| conn.retrying(operation, &mut op))
     }
 
-    fn run_once<R: Send + 'static>(
+    /// Runs `op` once with the connection, on this thread, holding the lock.
+    fn run_once<R>(
         &self,
-        op: impl FnOnce(&mut Connection) -> Result<R, Error> + Send + 'static,
+        op: impl FnOnce(&mut Connection) -> Result<R, Error>,
     ) -> Result<R, Error> {
-        let (reply, answer): (SyncSender<Result<R, Error>>, Receiver<_>) = mpsc::sync_channel(1);
-        let job: Job = Box::new(move |conn| {
-            // The caller may have given up waiting; nothing to do then.
-            let _ = reply.send(op(conn));
-        });
-        self.shared
-            .jobs
-            .as_ref()
-            .ok_or(Error::WorkerStopped)?
-            .send(job)
-            .map_err(|_| Error::WorkerStopped)?;
-        receive(&answer, self.shared.busy_wait).ok_or(Error::WorkerStopped)?
-    }
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        // Closing the queue ends the worker, which drops the Context and closes the connection;
-        // wait for it so the TPM is free for the next client when this returns.
-        self.jobs.take();
-        if thread::current().id() != self.worker_id
-            && let Some(worker) = self.worker.take()
-        {
-            let _ = worker.join();
-        }
-    }
-}
-
-/// The longest the worker polls for the next call before it sleeps.
-const WORKER_BUSY_WAIT: Duration = Duration::from_micros(50);
-
-/// The next message, polling (and yielding the CPU) for up to `busy_wait` before sleeping.
-fn receive<T>(queue: &Receiver<T>, busy_wait: Duration) -> Option<T> {
-    let start = Instant::now();
-    loop {
-        match queue.try_recv() {
-            Ok(message) => return Some(message),
-            Err(TryRecvError::Disconnected) => return None,
-            Err(TryRecvError::Empty) if start.elapsed() >= busy_wait => return queue.recv().ok(),
-            Err(TryRecvError::Empty) => thread::yield_now(),
-        }
-    }
-}
-
-fn worker(connection: &mut Connection, queue: &Receiver<Job>, busy_wait: Duration) {
-    while let Some(job) = receive(queue, busy_wait) {
-        // A panicking job (a bug) must not take the TPM down for every other handle; its caller
-        // sees WorkerStopped when its reply channel drops. The Context may be mid-command, so
-        // start over with a fresh one.
-        if std::panic::catch_unwind(AssertUnwindSafe(|| job(connection))).is_err() {
+        // A panic never unwinds through the guard (it is caught below), so the lock is not
+        // poisoned; should it be, the connection is reset before use all the same.
+        let mut connection = self.shared.connection.lock().unwrap_or_else(|poisoned| {
+            self.shared.connection.clear_poison();
+            let mut connection = poisoned.into_inner();
             connection.disconnect();
+            connection
+        });
+        match std::panic::catch_unwind(AssertUnwindSafe(|| op(&mut connection))) {
+            Ok(result) => result,
+            Err(_) => {
+                // A panicking operation is a bug; it must not take the TPM down for every other
+                // handle. The Context may be mid-command, so start over with a fresh one.
+                connection.disconnect();
+                Err(Error::Panicked)
+            }
         }
     }
 }
 
-/// The worker's state: the tss-esapi context (when connected) and what was learnt on it.
+/// A tss-esapi `Context` that may move between threads.
+struct OwnedContext(Context);
+
+// SAFETY: `Context` is `!Send` only because it holds raw pointers: the ESYS context and the TCTI
+// context, heap objects libtss2 allocated for this connection alone. Neither libtss2-esys nor
+// the TCTI modules (device, swtpm, mssim, tabrmd) keep thread-local state or tie a context to
+// the thread that made it; they require only that one thread at a time use a context. Every
+// `OwnedContext` lives inside `Shared::connection`, a `Mutex`, so exactly one thread touches it
+// at a time, and it is dropped (closing the connection) by whichever thread drops it last.
+#[allow(unsafe_code)]
+unsafe impl Send for OwnedContext {}
+
+/// The connection's state: the tss-esapi context (when connected) and what was learnt on it.
 pub(crate) struct Connection {
     tcti: Tcti,
     options: TpmOptions,
-    context: Option<Context>,
+    context: Option<OwnedContext>,
     /// Persistent handles resolved to ESYS handles on this context (`Esys_TR_FromTPMPublic`).
     objects: HashMap<PersistentHandle, ObjectHandle>,
     input_buffer: Option<usize>,
@@ -351,10 +299,10 @@ impl Connection {
                 let context =
                     Context::new(conf).map_err(Error::tpm("connect", "Esys_Initialize"))?;
                 log::debug!("connected to the TPM at {}", self.tcti);
-                context
+                OwnedContext(context)
             }
         };
-        Ok(self.context.insert(context))
+        Ok(&mut self.context.insert(context).0)
     }
 
     pub(crate) fn disconnect(&mut self) {
@@ -533,15 +481,18 @@ mod tests {
     }
 
     #[test]
-    fn busy_wait_falls_back_to_sleeping() {
-        let (tx, rx) = mpsc::channel();
-        let sender = thread::spawn(move || {
-            thread::sleep(Duration::from_millis(20));
-            tx.send(7).unwrap();
-        });
-        // Polls for 1 ms, then sleeps until the message comes.
-        assert_eq!(receive(&rx, Duration::from_millis(1)), Some(7));
-        sender.join().unwrap();
-        assert_eq!(receive(&rx, Duration::ZERO), None);
+    fn a_panicking_operation_is_an_error_and_the_next_call_runs() {
+        let tcti: Tcti = "swtpm:host=127.0.0.1,port=9".parse().unwrap();
+        let tpm = Tpm {
+            shared: Arc::new(Shared {
+                connection: Mutex::new(Connection::new(tcti.clone(), TpmOptions::default())),
+                tcti,
+            }),
+        };
+        let outcome: Result<(), Error> = tpm.run_once(|_| panic!("a bug in an operation"));
+        assert!(matches!(outcome, Err(Error::Panicked)), "{outcome:?}");
+        assert!(!tpm.shared.connection.is_poisoned());
+        let answer = tpm.run_once(|conn| Ok(conn.context.is_none()));
+        assert!(matches!(answer, Ok(true)), "{answer:?}");
     }
 }
