@@ -224,7 +224,12 @@ mib() { echo "scale=2; $1 / 1048576" | bc | sed 's/^\./0./'; }
 
 printf '\n==================== provisioning vs Node SDK (%s, %s cores, n=%s, %s runs) ====================\n' \
   "$(date -u +%Y-%m-%dT%H:%MZ)" "$(nproc)" "$REGISTRATIONS" "$RUNS"
-row() { printf '%-34s %12s %12s %8s %8s %5s\n' "$@"; }
+ROWS=()
+row() {
+  printf '%-34s %12s %12s %8s %8s %5s\n' "$@"
+  # For scripts/bench.sh's table: bench-row|area|measure|ours|baseline|value|goal|met
+  [ "$1" = measure ] || ROWS+=("bench-row|provisioning vs Node.js SDK|${1#(?) }|$2|$3|$4|$5|$6")
+}
 row measure ours Node ratio goal met
 row "(a) symmetric key p50 (ms)" "$RUST_SYM_P50" "$NODE_SYM_P50" "$(ratio "$RUST_SYM_P50" "$NODE_SYM_P50")" \
   "<=0.25" "$(met "$(ratio "$RUST_SYM_P50" "$NODE_SYM_P50")" 0.25)"
@@ -244,3 +249,4 @@ fi
 echo "(a) Rust: cargo bench -p provisioning --bench register against the emulator process (DPS_BENCH_*);"
 echo "    Node: dps-emulator/tests/node-sdk/bench.js; both a new client and TLS connection per device."
 echo "(b) Rust: provisioning/examples/register_once.rs (release); Node: register_once.js; symmetric key, HTTPS."
+printf '%s\n' "${ROWS[@]}"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every benchmark in one run, then one summary of the ratios (and the absolute goals) they print.
-# Each benchmark measures its baseline in the same process, side by side; see docs/performance.md.
+# Every benchmark in one run, then one table of every measure (ours, baseline, ratio, goal, met),
+# also written to target/bench-report.md. Each benchmark measures its baseline in the same process,
+# side by side; see docs/performance.md.
 # Usage: ./scripts/bench.sh            (all)
 #        ./scripts/bench.sh tls-bridge (only the benches of the named crates)
 set -euo pipefail
@@ -15,11 +16,18 @@ BENCHES=(
   provisioning:register
 )
 
-
 logs="$(mktemp -d)"
-summary="$logs/summary.txt"
-: >"$summary"
+rows="$logs/rows.txt"
+: >"$rows"
 failed=0
+# Each benchmark prints its figures for people and one `bench-row|area|measure|ours|baseline|
+# value|goal|met` line per measure (hsm_testkit::report); the rows make the table at the end.
+collect() { # log-file area-filter
+  if ! grep "^bench-row|$2" "$1" >>"$rows"; then
+    echo "error: $1 has no summary rows (bench-row|$2...)" >&2
+    failed=1
+  fi
+}
 for entry in "${BENCHES[@]}"; do
   crate="${entry%%:*}" bench="${entry##*:}"
   if [ $# -gt 0 ] && ! printf '%s\n' "$@" | grep -qx "$crate"; then
@@ -31,10 +39,7 @@ for entry in "${BENCHES[@]}"; do
   fi
   printf '\n==> cargo bench -p %s --bench %s\n' "$crate" "$bench"
   if cargo bench -p "$crate" --bench "$bench" --locked 2>"$logs/$bench.err" | tee "$logs/$bench.out"; then
-    {
-      printf '%s (%s)\n' "$crate" "cargo bench -p $crate --bench $bench"
-      grep -E 'ratio|goal|/s|p50|p99|RSS|size|x \(' "$logs/$bench.out" | sed 's/^ */  /' || true
-    } >>"$summary"
+    collect "$logs/$bench.out" "$crate|"
   else
     echo "error: the $crate benchmark failed; its stderr:" >&2
     tail -n 30 "$logs/$bench.err" >&2
@@ -45,13 +50,25 @@ done
 if [ $# -eq 0 ] || printf '%s\n' "$@" | grep -qx provisioning; then
   printf '\n==> scripts/bench-provisioning.sh (ours vs the official Node.js SDK)\n'
   if ./scripts/bench-provisioning.sh | tee "$logs/node.out"; then
-    { echo "provisioning vs Node.js SDK (scripts/bench-provisioning.sh)"; sed -n '/^measure/,$p' "$logs/node.out"; } >>"$summary"
+    collect "$logs/node.out" "provisioning vs Node.js SDK|"
   else
     echo "error: scripts/bench-provisioning.sh failed" >&2
     failed=1
   fi
 fi
 
-printf '\n==================== summary (%s, %s) ====================\n' "$(date -u +%Y-%m-%d)" "$(nproc) cores"
-cat "$summary"
+report="target/bench-report.md"
+mkdir -p target
+{
+  printf '%s, %s cores (%s), load average %s\n\n' "$(date -u +%Y-%m-%dT%H:%MZ)" "$(nproc)" \
+    "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')" "$(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "| area | measure | ours | baseline | ours / baseline (or value) | goal | met |"
+  echo "|---|---|---|---|---|---|---|"
+  awk -F'|' '{ met = tolower($8); printf "| %s | %s | %s | %s | %s | %s | %s |\n", $2, $3, $4, $5, $6, $7, met }' "$rows"
+  goals=$(awk -F'|' 'tolower($8) == "yes" || tolower($8) == "no"' "$rows" | wc -l)
+  met=$(awk -F'|' 'tolower($8) == "yes"' "$rows" | wc -l)
+  printf '\n%s of %s goals met.\n' "$met" "$goals"
+} >"$report"
+printf '\n==================== every benchmark, one table (also in %s) ====================\n' "$report"
+cat "$report"
 exit "$failed"

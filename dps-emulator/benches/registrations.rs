@@ -12,6 +12,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use hsm_testkit::report::{self, Goal};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,11 +54,19 @@ fn main() {
             latencies.sort();
             let n = latencies.len();
             let pct = |p: f64| latencies[((n as f64 * p) as usize).min(n - 1)];
+            let rate = n as f64 / elapsed.as_secs_f64();
             println!(
-                "  {label:<38} {:>7.0} registrations/s   p50 {:>6.2} ms   p99 {:>6.2} ms   ({n} registrations)",
-                n as f64 / elapsed.as_secs_f64(),
+                "  {label:<38} {rate:>7.0} registrations/s   p50 {:>6.2} ms   p99 {:>6.2} ms   ({n} registrations)",
                 pct(0.50).as_secs_f64() * 1e3,
                 pct(0.99).as_secs_f64() * 1e3,
+            );
+            report::row(
+                "dps-emulator",
+                &format!("registrations/s, {devices} devices at once, {label}"),
+                &format!("{rate:.0}/s"),
+                "-",
+                rate,
+                if new_connection { Goal::AtLeast(1000.0) } else { Goal::None },
             );
         }
         let registered = emulator.registrations().len();

@@ -21,6 +21,7 @@ use cryptoki::object::{Attribute, ObjectClass};
 use hsm_core::{KeyHandle, SignatureScheme};
 use hsm_pkcs11::Pkcs11Identity;
 use hsm_testkit::pki::{TestCa, cert_pem};
+use hsm_testkit::report::{self, Goal};
 use hsm_testkit::softhsm::{SO_PIN, SoftHsm, USER_PIN};
 use hsm_testkit::tls::{self, RustlsServer, Version};
 use rustls::client::Resumption;
@@ -188,11 +189,18 @@ fn sign_ratio(settings: &Settings, key: &hsm_pkcs11::Pkcs11Key, handle: &dyn Key
         b.push(y);
         ratios.push(y / x);
     }
+    let (ours, base, ratio) = (median(b), median(a), median(ratios));
     println!(
         "1. signs/s: handle {:.0}, bare cryptoki C_SignInit+C_Sign {:.0}: ratio {:.3} (goal >= 0.95)",
-        median(b),
-        median(a),
-        median(ratios)
+        ours, base, ratio
+    );
+    report::row(
+        "hsm-pkcs11",
+        "ECDSA P-256 signs/s: handle / bare cryptoki",
+        &format!("{:.0}/s", ours),
+        &format!("{:.0}/s", base),
+        ratio,
+        Goal::AtLeast(0.95),
     );
 }
 
@@ -258,10 +266,17 @@ fn thread_scaling(settings: &Settings, key: &hsm_pkcs11::Pkcs11Key, handle: &Arc
         let two = bare(2);
         theirs.push(two / one);
     }
+    let (ours, theirs) = (median(ours), median(theirs));
     println!(
-        "2. 2 threads vs 1 through one handle: {:.2}x (goal >= 1.7); the token itself with bare cryptoki: {:.2}x",
-        median(ours),
-        median(theirs)
+        "2. 2 threads vs 1 through one handle: {ours:.2}x (goal >= 1.7); the token itself with bare cryptoki: {theirs:.2}x"
+    );
+    report::row(
+        "hsm-pkcs11",
+        "signs/s, 2 threads / 1: handle (token itself)",
+        &format!("{ours:.2}x"),
+        &format!("{theirs:.2}x"),
+        ours,
+        Goal::AtLeast(1.7),
     );
 }
 
@@ -308,10 +323,17 @@ fn handshake_ratio(
         b.push(y);
         ratios.push(y / x);
     }
-    let (ours, mem) = (median(b), median(a));
+    let (ours, mem, ratio) = (median(b), median(a), median(ratios));
     println!(
-        "3. TLS 1.3 mutual-auth handshakes/s: key in SoftHSM {ours:.0}, same key in memory {mem:.0}: ratio {:.3} (goal >= 0.90)",
-        median(ratios)
+        "3. TLS 1.3 mutual-auth handshakes/s: key in SoftHSM {ours:.0}, same key in memory {mem:.0}: ratio {ratio:.3} (goal >= 0.90)",
+    );
+    report::row(
+        "hsm-pkcs11",
+        "TLS 1.3 handshakes/s: key in SoftHSM / in memory",
+        &format!("{ours:.0}/s"),
+        &format!("{mem:.0}/s"),
+        ratio,
+        Goal::AtLeast(0.9),
     );
     (ours, mem)
 }
@@ -397,10 +419,17 @@ fn openssl_engine_ratio(
         b.push(y);
         ratios.push(y / x);
     }
+    let (ours, base, ratio) = (median(b), median(a), median(ratios));
     println!(
         "4. TLS 1.3 handshakes/s on the same token: hsm-pkcs11 + tls-bridge {:.0}, OpenSSL 3 + pkcs11 engine (C) {:.0}: {:.2}x (goal >= 1.8)",
-        median(b),
-        median(a),
-        median(ratios)
+        ours, base, ratio
+    );
+    report::row(
+        "hsm-pkcs11",
+        "TLS 1.3 handshakes/s, same token: ours / OpenSSL 3 + pkcs11 engine",
+        &format!("{:.0}/s", ours),
+        &format!("{:.0}/s", base),
+        ratio,
+        Goal::AtLeast(1.8),
     );
 }

@@ -3,6 +3,7 @@
 
 pub mod checks;
 pub mod pki;
+pub mod report;
 pub mod softhsm;
 pub mod swtpm;
 pub mod tls;

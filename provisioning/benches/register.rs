@@ -19,6 +19,7 @@ use dps_emulator::{Emulator, Enrollment, EnrollmentGroup, KeyPair};
 use hsm_core::{RegistrationId, SecretString};
 use hsm_symmkey::SymmetricKey;
 use hsm_testkit::pki::TestCa;
+use hsm_testkit::report::{self, Goal};
 use hsm_x509::X509Identity;
 use provisioning::{ProvisioningClient, ProvisioningClientBuilder};
 use rustls::pki_types::CertificateDer;
@@ -46,11 +47,21 @@ async fn measure(name: &str, n: usize, make: impl Fn() -> ProvisioningClientBuil
     }
     let total = total.elapsed();
     samples.sort();
-    println!(
-        "{name:<28} n={n}  p50 {:>8.3} ms  p99 {:>8.3} ms  ({:.0} registrations/s sequential)",
+    let (p50, p99) = (
         percentile(&samples, 0.5).as_secs_f64() * 1e3,
         percentile(&samples, 0.99).as_secs_f64() * 1e3,
+    );
+    println!(
+        "{name:<28} n={n}  p50 {p50:>8.3} ms  p99 {p99:>8.3} ms  ({:.0} registrations/s sequential)",
         n as f64 / total.as_secs_f64()
+    );
+    report::row(
+        "provisioning",
+        &format!("registration p50 (ms), {name}, new client and TLS connection each"),
+        &format!("{p50:.3} ms (p99 {p99:.3})"),
+        "-",
+        p50,
+        Goal::None,
     );
 }
 

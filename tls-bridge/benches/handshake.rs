@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use hsm_core::KeyHandle;
 use hsm_testkit::pki::TestCa;
+use hsm_testkit::report::{self, Goal};
 use hsm_testkit::tls::{self, RustlsServer, Version};
 use hsm_x509::SoftwareKey;
 use rustls::client::Resumption;
@@ -162,5 +163,13 @@ fn report(key_name: &str, rounds: usize, batch: usize, a: &[Sample], b: &[Sample
     );
     println!(
         "  ratio b/a (CPU)   = {cpu_ratio:.3}  (median of {rounds} paired rounds; range {cpu_low:.3}..{cpu_high:.3})"
+    );
+    report::row(
+        "tls-bridge",
+        &format!("TLS 1.3 handshakes/s, {key_name}: hsm-x509 handle / key in rustls"),
+        &format!("{:.0}/s", per_sec(mb)),
+        &format!("{:.0}/s", per_sec(ma)),
+        ratio,
+        Goal::AtLeast(0.97),
     );
 }
