@@ -244,7 +244,7 @@ fn sign_ratio(settings: &Settings, tpm: &Tpm, key: &Arc<TpmKey>, tcti: &str) -> 
     ours
 }
 
-/// `tpm_signs`: signs/s through the handle, for the ceiling the sign's cost alone sets.
+/// `tpm_signs`: signs/s through the handle, for the ratio to expect from the sign's cost alone.
 fn handshake_ratio(settings: &Settings, key: &Arc<TpmKey>, tpm_signs: f64) {
     // One CA certifies both clients: the TPM key, and a software key of the same kind.
     let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("CA key");
@@ -303,7 +303,7 @@ fn handshake_ratio(settings: &Settings, key: &Arc<TpmKey>, tpm_signs: f64) {
     };
     let (mem, ours, ratio) = paired(settings.rounds, || run(&memory), || run(&in_tpm));
 
-    // The ceiling: a handshake in memory with its sign swapped for the TPM's, nothing else added.
+    // What to expect: a handshake in memory with its sign swapped for the TPM's, nothing else.
     let memory_signer = tls::provider()
         .key_provider
         .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
@@ -318,9 +318,9 @@ fn handshake_ratio(settings: &Settings, key: &Arc<TpmKey>, tpm_signs: f64) {
         memory_signer.sign(MESSAGE).expect("in-memory sign");
     }
     let memory_sign = start.elapsed().as_secs_f64() / signs as f64;
-    let ceiling = (1.0 / mem) / (1.0 / mem - memory_sign + 1.0 / tpm_signs);
+    let expected = (1.0 / mem) / (1.0 / mem - memory_sign + 1.0 / tpm_signs);
     println!(
-        "3. TLS 1.3 mutual-auth handshakes/s: key in the TPM {ours:.0}, key in memory {mem:.0}: ratio {ratio:.3} (goal >= 0.55; {ceiling:.3} expected if the sign were the only difference: {:.0} us in the TPM vs {:.0} us in memory)",
+        "3. TLS 1.3 mutual-auth handshakes/s: key in the TPM {ours:.0}, key in memory {mem:.0}: ratio {ratio:.3} (goal >= 0.55; {expected:.3} expected if the sign were the only difference: {:.0} us in the TPM vs {:.0} us in memory)",
         1e6 / tpm_signs,
         memory_sign * 1e6
     );
