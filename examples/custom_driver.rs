@@ -12,7 +12,8 @@
 //!    frames; ECDSA answered as raw `r||s`, as secure elements do).
 //! 2. Connects the driver (`RemoteKey`, a `KeyHandle`): it learns the algorithm and public key.
 //! 3. A development "manufacturer" CA certifies that public key (the key is never asked for);
-//!    `RemoteIdentity` pairs the chain with the handle as an `X509Attestation`.
+//!    `hsm_core::CertifiedKey` pairs the chain with the handle as an `X509Attestation`, checking
+//!    that the leaf certifies the handle's key.
 //! 4. Starts the `dps-emulator` in-process with the CA enrolled as a group and registers over
 //!    HTTPS: the TLS client signature is made in the signer process, through the socket.
 //! 5. Stops the signer and shows the typed error the handle then returns.
@@ -29,11 +30,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dps_emulator::{Emulator, EnrollmentGroup};
-use hsm_core::{KeyHandle, SignatureScheme, X509Attestation};
+use hsm_core::{CertifiedKey, KeyHandle, SignatureScheme, X509Attestation};
 use hsm_examples::dev_ca::DevCa;
-use hsm_examples::remote_signer::{
-    KeyType, RemoteIdentity, RemoteKey, SignerKey, SignerProcess, run_signer,
-};
+use hsm_examples::remote_signer::{KeyType, RemoteKey, SignerKey, SignerProcess, run_signer};
 use hsm_examples::{Steps, exit_code};
 use provisioning::{ProvisioningClient, Transport};
 
@@ -90,7 +89,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     // 3. A manufacturer CA certifies the public key; the chain and the handle make the identity.
     let ca = DevCa::generate("custom-driver manufacturer CA")?;
     let leaf = ca.issue(key.clone(), "custom-driver-device-01")?;
-    let device = Arc::new(RemoteIdentity::new(
+    let device = Arc::new(CertifiedKey::new(
         key.clone(),
         vec![leaf, ca.certificate().clone()],
     )?);

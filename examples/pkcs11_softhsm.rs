@@ -12,7 +12,7 @@
 //! 2. Generates a P-256 key pair on the token (`CKA_SENSITIVE`, not `CKA_EXTRACTABLE`); a
 //!    development CA certifies its public key, and the certificate and the CA's are stored on
 //!    the token next to it.
-//! 3. Opens the device by RFC 7512 URI (`Pkcs11Identity`: key and chain from the token) and
+//! 3. Opens the device by RFC 7512 URI (`Pkcs11IdentityBuilder`: key and chain from the token) and
 //!    registers over HTTPS with a `dps-emulator` that has the CA enrolled as a group: the TLS
 //!    signature is made by `C_Sign` on the token.
 //! 4. Generates a second key on the token, registers again with a CSR signed on the token, and
@@ -31,7 +31,7 @@ use dps_emulator::{Emulator, EnrollmentGroup};
 use hsm_core::{KeyHandle, SecretString, X509Attestation};
 use hsm_examples::dev_ca::DevCa;
 use hsm_examples::{Steps, exit_code};
-use hsm_pkcs11::{KeySpec, Module, OpenOptions, Pin, Pkcs11Identity, Pkcs11Uri, Token};
+use hsm_pkcs11::{KeySpec, Module, OpenOptions, Pin, Pkcs11IdentityBuilder, Pkcs11Uri, Token};
 use provisioning::{ProvisioningClient, Transport};
 
 /// Where Debian, Ubuntu and source builds put the SoftHSM2 module.
@@ -99,7 +99,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     // 3. The device by URI: key and chain from the token.
     let device = Arc::new(
-        Pkcs11Identity::builder(uri(&module_path, "device-key", "%01")?)
+        Pkcs11IdentityBuilder::new(uri(&module_path, "device-key", "%01")?)
             .options(options.clone())
             .build()?,
     );

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use dps_emulator::{Emulator, EnrollmentGroup};
 use hsm_core::{SecretBytes, X509Attestation};
-use hsm_riot::{DevRoot, Name, RiotIdentity, Validity};
+use hsm_riot::{DevRoot, Name, RiotIdentityBuilder, Validity};
 use provisioning::{ProvisioningClient, Transport};
 
 #[tokio::main]
@@ -44,7 +44,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     // 1. The device: DICE keys from a (here: fixed, demo) UDS and firmware measurements.
     let root = DevRoot::generate(Name::cn("quickstart development root"), Validity::default())?;
-    let device = RiotIdentity::builder()
+    let device = RiotIdentityBuilder::new()
         .uds(SecretBytes::copy_from(&[0x5a; 32]))
         .measurement(&[0x11; 32])
         .fwid(&[0x22; 32])

@@ -6,7 +6,7 @@
 //! | file | what it holds |
 //! |---|---|
 //! | `remote_signer/protocol.rs` | the wire format: length-prefixed frames, TLS scheme codes |
-//! | `remote_signer/client.rs` | [`RemoteKey`] (`KeyHandle`) and [`RemoteIdentity`] (`X509Attestation`): the driver |
+//! | `remote_signer/client.rs` | [`RemoteKey`] (`KeyHandle`): the driver; with its certificate chain it becomes an `hsm_core::CertifiedKey` (`X509Attestation`) |
 //! | `remote_signer/signer.rs` | the signer side: [`run_signer`] and [`serve`] |
 //! | `remote_signer/process.rs` | [`SignerProcess`]: starts a signer as a child process |
 //!
@@ -32,7 +32,7 @@ mod signer;
 use std::io;
 use std::path::PathBuf;
 
-pub use client::{RemoteIdentity, RemoteKey};
+pub use client::RemoteKey;
 pub use process::SignerProcess;
 pub use protocol::{MAX_FRAME, Status};
 pub use signer::{KeyType, SignerKey, run_signer, serve};
@@ -95,18 +95,6 @@ pub enum Error {
         #[source]
         source: Option<io::Error>,
     },
-
-    /// A certificate chain is unusable with this key: empty, unparsable, without a common name
-    /// or for another key.
-    #[error("certificate chain: {reason}")]
-    Certificate {
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-
-    /// The leaf's common name is not a valid DPS registration id.
-    #[error("the leaf's common name is not a registration id")]
-    RegistrationId(#[source] hsm_core::Error),
 
     /// The signer's own key failed (signer side only).
     #[error("the signer's key failed")]

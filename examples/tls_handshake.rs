@@ -18,7 +18,6 @@ use std::time::Instant;
 use hsm_core::{KeyAlgorithm, KeyHandle, SignatureScheme, X509Attestation};
 use hsm_testkit::pki::{TestCa, sha256_hex};
 use hsm_testkit::tls::{self, RustlsServer, Version};
-use hsm_x509::X509Identity;
 use tls_bridge::TlsIdentity;
 
 /// A key handle that passes every call to the driver's handle and remembers what it signed,
@@ -66,7 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // 2. The driver turns the files into an attestation with an opaque key handle.
-    let identity = X509Identity::from_files(&chain_path, &key_path)?;
+    let identity = hsm_x509::from_files(&chain_path, &key_path)?;
     let observed = Arc::new(Observed {
         inner: identity.alias_key(),
         signatures: AtomicUsize::new(0),

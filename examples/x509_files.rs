@@ -7,7 +7,7 @@
 //! 1. Makes a development CA and a device certificate + key (CN `x509-files-device-01`) and writes
 //!    them as PEM files to a temporary directory: `ca.pem`, `device-chain.pem` (leaf, then CA),
 //!    `device.key.pem` (PKCS#8).
-//! 2. Loads the device with `hsm_x509::X509Identity::from_files`: the key is now an opaque
+//! 2. Loads the device with `hsm_x509::from_files`: the key is now an opaque
 //!    `KeyHandle`, and the registration id is the leaf's common name.
 //! 3. Starts the `dps-emulator` in-process and enrolls `ca.pem` as an X.509 enrollment group.
 //! 4. Registers over MQTT (TLS 1.3 client certificate = the device chain, the handshake signature
@@ -15,7 +15,7 @@
 //!
 //! Run: `cargo run --example x509_files`
 //!
-//! With your own files, only step 2 changes: `X509Identity::from_files("chain.pem", "key.pem")`.
+//! With your own files, only step 2 changes: `hsm_x509::from_files("chain.pem", "key.pem")`.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -25,7 +25,6 @@ use dps_emulator::{Emulator, EnrollmentGroup};
 use hsm_core::X509Attestation;
 use hsm_examples::{Steps, exit_code};
 use hsm_testkit::pki::TestCa;
-use hsm_x509::X509Identity;
 use provisioning::{HubCredentials, ProvisioningClient, Transport};
 
 #[tokio::main]
@@ -53,7 +52,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     ));
 
     // 2. The driver: files in, an attestation with an opaque key handle out.
-    let device = X509Identity::from_files(&chain_path, &key_path)?;
+    let device = hsm_x509::from_files(&chain_path, &key_path)?;
     steps.say(format!(
         "hsm-x509 loaded registration id '{}': {} certificate(s), {} key behind a KeyHandle",
         device.registration_id(),

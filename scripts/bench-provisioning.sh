@@ -14,100 +14,40 @@
 # The SDK only talks to port 443, so run as root (as CI does) or give the emulator binary
 # CAP_NET_BIND_SERVICE. Needs node (>= 18) and npm, openssl, the npm registry (packages pinned in
 # dps-emulator/tests/node-sdk/package-lock.json), GNU time and bc (installed with apt-get if
-# missing).
+# missing). Shares its set-up with node-sdk-test.sh through scripts/lib/common.sh.
 # Usage: ./scripts/bench-provisioning.sh   (REGISTRATIONS=N, RUNS=N, KEEP_TMP=1 keep the work folder)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
-SDK_DIR=$ROOT/dps-emulator/tests/node-sdk
+. scripts/lib/common.sh
 REGISTRATIONS=${REGISTRATIONS:-1000}
 RUNS=${RUNS:-10}
 
-fail() { printf 'error: %s\n' "$*" >&2; exit 1; }
-step() { printf '\n==> %s\n' "$*"; }
-
-for tool in node npm; do
-  command -v "$tool" >/dev/null || fail "$tool not found: install Node.js 18 or later with npm \
-(Debian: apt-get install nodejs npm)"
-done
-command -v openssl >/dev/null || fail "openssl not found (Debian: apt-get install openssl)"
+require_node
 command -v strip >/dev/null || fail "strip not found (Debian: apt-get install binutils)"
-missing=()
-[ -x /usr/bin/time ] || missing+=(time)
-command -v bc >/dev/null || missing+=(bc)
-if [ ${#missing[@]} -gt 0 ]; then
-  step "installing ${missing[*]}"
-  sudo=()
-  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
-  { "${sudo[@]}" apt-get update -qq && "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
-    "${missing[@]}"; } || fail "cannot install ${missing[*]} (apt-get install ${missing[*]})"
-fi
+tools=()
+[ -x /usr/bin/time ] || tools+=(time)
+command -v bc >/dev/null || tools+=(bc)
+[ ${#tools[@]} -eq 0 ] || apt_install "${tools[@]}"
 
 step "building in release: the emulator, the register_once example, the register bench"
 cargo build --release --locked -p dps-emulator
 cargo build --release --locked -p provisioning --example register_once
 cargo bench --locked -p provisioning --bench register --no-run
-TARGET=$(cargo metadata --format-version 1 --no-deps | node -e \
-  'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')
+TARGET=$(target_dir)
 EMULATOR=$TARGET/release/dps-emulator
 REGISTER_ONCE=$TARGET/release/examples/register_once
 [ -x "$EMULATOR" ] || fail "the emulator binary is not at $EMULATOR"
 [ -x "$REGISTER_ONCE" ] || fail "the example binary is not at $REGISTER_ONCE"
 
-WORK=$(mktemp -d -t bench-provisioning.XXXXXX)
-EMULATOR_PID=
-cleanup() {
-  local rc=$?
-  if [ -n "$EMULATOR_PID" ] && kill -0 "$EMULATOR_PID" 2>/dev/null; then
-    kill "$EMULATOR_PID" 2>/dev/null || true
-    wait "$EMULATOR_PID" 2>/dev/null || true
-  fi
-  if [ "$rc" -ne 0 ] && [ -f "$WORK/emulator.log" ]; then
-    echo "--- emulator log (last 40 lines) ---" >&2
-    tail -n 40 "$WORK/emulator.log" >&2
-  fi
-  if [ "${KEEP_TMP:-}" = 1 ]; then
-    echo "work folder kept: $WORK" >&2
-  else
-    rm -rf "$WORK"
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
+make_work_dir bench-provisioning
 step "installing the Node SDK (npm ci) in $WORK/sdk"
-mkdir -p "$WORK/sdk"
-cp "$SDK_DIR/package.json" "$SDK_DIR/package-lock.json" "$SDK_DIR/bench.js" \
-  "$SDK_DIR/register_once.js" "$WORK/sdk/"
-(cd "$WORK/sdk" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error >/dev/null) \
-  || fail "npm ci failed (is the npm registry reachable?)"
+install_node_sdk bench.js register_once.js
 
 step "generating the bench devices (symmetric key; X.509 P-256 under a CA group)"
 CERTS=$WORK/certs
-mkdir -p "$CERTS"
-cat >"$CERTS/ext.cnf" <<'CNF'
-[ca]
-basicConstraints = critical, CA:TRUE
-keyUsage = critical, keyCertSign, cRLSign
-subjectKeyIdentifier = hash
-[device]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = clientAuth
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-CNF
-for name in root device; do
-  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$CERTS/$name.key.pem" 2>/dev/null
-done
-openssl req -new -key "$CERTS/root.key.pem" -subj "/CN=bench root CA" -out "$CERTS/root.csr"
-openssl x509 -req -in "$CERTS/root.csr" -signkey "$CERTS/root.key.pem" -days 2 -sha256 \
-  -extfile "$CERTS/ext.cnf" -extensions ca -out "$CERTS/root.pem" 2>/dev/null
-openssl req -new -key "$CERTS/device.key.pem" -subj "/CN=bench-x509" -out "$CERTS/device.csr"
-openssl x509 -req -in "$CERTS/device.csr" -CA "$CERTS/root.pem" -CAkey "$CERTS/root.key.pem" \
-  -CAcreateserial -days 2 -sha256 -extfile "$CERTS/ext.cnf" -extensions device \
-  -out "$CERTS/device.pem" 2>/dev/null
+cert_init
+cert_self_signed root "bench root CA"
+cert_issue device bench-x509 root device
 openssl verify -CAfile "$CERTS/root.pem" "$CERTS/device.pem" >/dev/null \
   || fail "openssl does not verify the generated device certificate"
 SYM_ID=bench-sym
@@ -130,23 +70,7 @@ TOML
 
 step "starting the emulator (release) on 127.0.0.1:443 (HTTPS) and 127.0.0.1:8883 (MQTT)"
 # warn: no per-registration log lines, so the server does the same small work for both clients.
-RUST_LOG=warn "$EMULATOR" --config "$WORK/emulator.toml" --https 127.0.0.1:443 \
-  --mqtt 127.0.0.1:8883 --write-ca "$WORK/ca.pem" >"$WORK/emulator.log" 2>&1 &
-EMULATOR_PID=$!
-for _ in $(seq 1 100); do
-  grep -q "dps-emulator ready" "$WORK/emulator.log" && break
-  if ! kill -0 "$EMULATOR_PID" 2>/dev/null; then
-    wait "$EMULATOR_PID" 2>/dev/null || true
-    EMULATOR_PID=
-    grep -qi "permission denied" "$WORK/emulator.log" && fail "the emulator may not bind \
-127.0.0.1:443 (no privilege): run as root or: setcap cap_net_bind_service=+ep $EMULATOR"
-    grep -qi "address already in use" "$WORK/emulator.log" && fail "127.0.0.1:443 or :8883 is \
-in use by another process (another run of this script or of node-sdk-test.sh?)"
-    fail "the emulator exited before it was ready"
-  fi
-  sleep 0.1
-done
-grep -q "dps-emulator ready" "$WORK/emulator.log" || fail "the emulator did not get ready within 10 s"
+start_emulator "$WORK/emulator.toml" RUST_LOG=warn
 
 step "(a) in-process latency, Rust: cargo bench -p provisioning --bench register (n=$REGISTRATIONS)"
 DPS_BENCH_ENDPOINT=localhost DPS_BENCH_SCOPE=$ID_SCOPE DPS_BENCH_CA=$WORK/ca.pem \

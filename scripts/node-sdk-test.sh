@@ -10,91 +10,29 @@
 # Usage: ./scripts/node-sdk-test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
-SDK_DIR=$ROOT/dps-emulator/tests/node-sdk
+. scripts/lib/common.sh
 START=$SECONDS
 
-fail() { printf 'error: %s\n' "$*" >&2; exit 1; }
-
-for tool in node npm; do
-  command -v "$tool" >/dev/null || fail "$tool not found: install Node.js 18 or later with npm \
-(Debian: apt-get install nodejs npm; or Node 20 from https://nodejs.org or NodeSource)"
-done
-command -v openssl >/dev/null || fail "openssl not found (Debian: apt-get install openssl)"
-node_major=$(node -p 'process.versions.node.split(".")[0]')
-[ "$node_major" -ge 18 ] || fail "node $(node --version) is too old: the SDK test needs Node.js 18 or later"
-
+require_node
 echo "building the emulator"
 cargo build -p dps-emulator --locked --quiet
-EMULATOR=$(cargo metadata --format-version 1 --no-deps | node -e \
-  'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')/debug/dps-emulator
+EMULATOR=$(target_dir)/debug/dps-emulator
 [ -x "$EMULATOR" ] || fail "the emulator binary is not at $EMULATOR"
 
-WORK=$(mktemp -d -t dps-node-sdk.XXXXXX)
-EMULATOR_PID=
-cleanup() {
-  local rc=$?
-  if [ -n "$EMULATOR_PID" ] && kill -0 "$EMULATOR_PID" 2>/dev/null; then
-    kill "$EMULATOR_PID" 2>/dev/null || true
-    wait "$EMULATOR_PID" 2>/dev/null || true
-  fi
-  if [ "$rc" -ne 0 ] && [ -f "$WORK/emulator.log" ]; then
-    echo "--- emulator log (last 40 lines) ---" >&2
-    tail -n 40 "$WORK/emulator.log" >&2
-  fi
-  if [ "${KEEP_TMP:-}" = 1 ]; then
-    echo "work folder kept: $WORK" >&2
-  else
-    rm -rf "$WORK"
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
+make_work_dir dps-node-sdk
 echo "installing the SDK (npm ci) in $WORK/sdk"
-mkdir -p "$WORK/sdk"
-cp "$SDK_DIR/package.json" "$SDK_DIR/package-lock.json" "$SDK_DIR/register.js" "$WORK/sdk/"
-(cd "$WORK/sdk" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error >/dev/null) \
-  || fail "npm ci failed (is the npm registry reachable?)"
+install_node_sdk register.js
 
 echo "generating X.509 material"
 CERTS=$WORK/certs
-mkdir -p "$CERTS"
-cat >"$CERTS/ext.cnf" <<'CNF'
-[ca]
-basicConstraints = critical, CA:TRUE
-keyUsage = critical, keyCertSign, cRLSign
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-[device]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = clientAuth
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-CNF
-key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$CERTS/$1.key.pem" 2>/dev/null; }
-self_signed() { # name CN
-  key "$1"
-  openssl req -new -key "$CERTS/$1.key.pem" -subj "/CN=$2" -out "$CERTS/$1.csr"
-  openssl x509 -req -in "$CERTS/$1.csr" -signkey "$CERTS/$1.key.pem" -days 2 -sha256 \
-    -extfile "$CERTS/ext.cnf" -extensions ca -out "$CERTS/$1.pem" 2>/dev/null
-}
-issue() { # name CN issuer extensions
-  key "$1"
-  openssl req -new -key "$CERTS/$1.key.pem" -subj "/CN=$2" -out "$CERTS/$1.csr"
-  openssl x509 -req -in "$CERTS/$1.csr" -CA "$CERTS/$3.pem" -CAkey "$CERTS/$3.key.pem" \
-    -CAcreateserial -days 2 -sha256 -extfile "$CERTS/ext.cnf" -extensions "$4" \
-    -out "$CERTS/$1.pem" 2>/dev/null
-}
-self_signed root "node-sdk test root CA"
-issue intermediate "node-sdk test intermediate CA" root ca
-issue device-individual node-x509-1 root device
-issue device-group node-group-x509-1 intermediate device
-self_signed rogue-root "node-sdk rogue CA"
-issue rogue-individual node-x509-1 rogue-root device
-issue rogue-group node-group-x509-1 rogue-root device
+cert_init
+cert_self_signed root "node-sdk test root CA"
+cert_issue intermediate "node-sdk test intermediate CA" root ca
+cert_issue device-individual node-x509-1 root device
+cert_issue device-group node-group-x509-1 intermediate device
+cert_self_signed rogue-root "node-sdk rogue CA"
+cert_issue rogue-individual node-x509-1 rogue-root device
+cert_issue rogue-group node-group-x509-1 rogue-root device
 # What the device presents: its certificate, then the intermediates up to the enrolled CA.
 cp "$CERTS/device-individual.pem" "$CERTS/device-individual.chain.pem"
 cat "$CERTS/device-group.pem" "$CERTS/intermediate.pem" >"$CERTS/device-group.chain.pem"
@@ -137,26 +75,7 @@ iot_hubs = ["hub-group-x509.example.net"]
 TOML
 
 echo "starting the emulator on 127.0.0.1:443 (HTTPS) and 127.0.0.1:8883 (MQTT)"
-"$EMULATOR" --config "$WORK/emulator.toml" --https 127.0.0.1:443 --mqtt 127.0.0.1:8883 \
-  --write-ca "$WORK/ca.pem" >"$WORK/emulator.log" 2>&1 &
-EMULATOR_PID=$!
-for _ in $(seq 1 100); do
-  grep -q "dps-emulator ready" "$WORK/emulator.log" && break
-  if ! kill -0 "$EMULATOR_PID" 2>/dev/null; then
-    wait "$EMULATOR_PID" 2>/dev/null || true
-    EMULATOR_PID=
-    if grep -qi "permission denied" "$WORK/emulator.log"; then
-      fail "the emulator may not bind 127.0.0.1:443/8883 (no privilege): the Node SDK only talks to \
-the standard ports; run as root or: setcap cap_net_bind_service=+ep $EMULATOR"
-    fi
-    if grep -qi "address already in use" "$WORK/emulator.log"; then
-      fail "127.0.0.1:443 or 127.0.0.1:8883 is in use by another process (another run of this test?)"
-    fi
-    fail "the emulator exited before it was ready"
-  fi
-  sleep 0.1
-done
-grep -q "dps-emulator ready" "$WORK/emulator.log" || fail "the emulator did not get ready within 10 s"
+start_emulator "$WORK/emulator.toml"
 
 echo "registering with the official SDK"
 (cd "$WORK/sdk" && NODE_EXTRA_CA_CERTS="$WORK/ca.pem" DPS_HOST=localhost DPS_ID_SCOPE=$ID_SCOPE \

@@ -8,31 +8,10 @@ cd "$(dirname "$0")/.."
 PACKAGES=(pkg-config libtss2-dev softhsm2 swtpm swtpm-tools tpm2-tools opensc openssl
   gcc libssl-dev libengine-pkcs11-openssl)
 
-step() { printf '\n==> %s\n' "$*"; }
-
-install_missing() {
-  local missing=()
-  for pkg in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-  done
-  if [ ${#missing[@]} -eq 0 ]; then
-    echo "system packages present: ${PACKAGES[*]}"
-    return
-  fi
-  step "installing ${missing[*]}"
-  local sudo=()
-  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
-  if ! command -v apt-get >/dev/null; then
-    echo "error: apt-get not found; install these packages by hand: ${missing[*]}" >&2
-    exit 1
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  "${sudo[@]}" apt-get update -qq
-  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
-}
+. scripts/lib/common.sh
 
 step "system packages"
-install_missing
+apt_install "${PACKAGES[@]}"
 for tool in openssl softhsm2-util swtpm tpm2_createek pkcs11-tool pkg-config cc; do
   command -v "$tool" >/dev/null || { echo "error: $tool still missing after install" >&2; exit 1; }
 done
@@ -62,5 +41,20 @@ cargo check --manifest-path fuzz/Cargo.toml --bins --locked
 
 step "cargo run --example quickstart"
 cargo run --example quickstart --locked
+
+step "the quickstart on a bare machine: no libtss2 or any other pkg-config library, own target dir"
+# pkg-config finds nothing in an empty folder, as on a machine with only a Rust toolchain: a
+# dependency on libtss2 (or OpenSSL, ...) sneaking into the quickstart's build fails here. Its
+# own target directory, so nothing built with the system libraries is reused. The CLI without
+# its default `tpm` feature builds the same way.
+bare_pc=$(mktemp -d)
+bare_target=${CARGO_TARGET_DIR:-target}/bare-machine
+PKG_CONFIG_LIBDIR=$bare_pc PKG_CONFIG_PATH= CARGO_TARGET_DIR=$bare_target \
+  cargo run --example quickstart --locked
+PKG_CONFIG_LIBDIR=$bare_pc PKG_CONFIG_PATH= CARGO_TARGET_DIR=$bare_target \
+  cargo build -p hsm-provision --no-default-features --locked
+tpm_out=$("$bare_target/debug/hsm-provision" tpm info 2>&1) && fail "hsm-provision without the tpm feature ran 'tpm info'"
+grep -q "built without TPM support" <<<"$tpm_out" || fail "unexpected answer from hsm-provision without TPM support: $tpm_out"
+rmdir "$bare_pc"
 
 printf '\nall checks passed\n'

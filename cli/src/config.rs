@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::Error;
-use crate::util::Secret;
+use crate::device::ConfigAttestation;
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -28,7 +28,7 @@ pub(crate) struct ConfigFile {
     pub(crate) provisioning: ProvisioningSection,
     /// How the device attests (may also sit inside `[provisioning]`).
     #[serde(default)]
-    pub(crate) attestation: Option<Attestation>,
+    attestation: Option<ConfigAttestation>,
     /// The file.
     #[serde(skip)]
     path: PathBuf,
@@ -58,7 +58,7 @@ pub(crate) struct ProvisioningSection {
     pub(crate) csr_key: Option<String>,
     pub(crate) issued_cert_out: Option<String>,
     #[serde(default)]
-    attestation: Option<Attestation>,
+    attestation: Option<ConfigAttestation>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -66,95 +66,6 @@ pub(crate) struct ProvisioningSection {
 enum OneOrMany {
     One(String),
     Many(Vec<String>),
-}
-
-/// `[attestation]`: one method and its fields.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "method", rename_all = "snake_case")]
-pub(crate) enum Attestation {
-    /// A certificate chain and its key (a file, or a `pkcs11:` URI).
-    X509(X509Attestation),
-    /// A device key or a group key (a value, a file, or a `pkcs11:` URI for a key on a token).
-    SymmetricKey(SymmetricKeyAttestation),
-    /// A TPM by TCTI.
-    Tpm(TpmAttestation),
-    /// A DICE device (hsm-riot).
-    Riot(RiotAttestation),
-}
-
-/// `method = "x509"`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct X509Attestation {
-    pub(crate) registration_id: Option<String>,
-    /// The chain, leaf first: a path or `file://` URI. Optional when `identity_pk` is a
-    /// `pkcs11:` URI (the chain is then read from the token).
-    pub(crate) identity_cert: Option<String>,
-    /// The private key: a path, a `file://` URI, or a `pkcs11:` URI.
-    pub(crate) identity_pk: String,
-}
-
-/// `method = "symmetric_key"`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct SymmetricKeyAttestation {
-    pub(crate) registration_id: String,
-    pub(crate) symmetric_key: Option<SecretSource>,
-    pub(crate) group_key: Option<SecretSource>,
-}
-
-/// `method = "tpm"`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct TpmAttestation {
-    /// Checked against the TPM's registration id (derived from its EK) when present; aziot's
-    /// files carry it.
-    #[serde(default)]
-    pub(crate) registration_id: Option<String>,
-    pub(crate) tcti: Option<String>,
-    pub(crate) ek_template: Option<String>,
-}
-
-/// `method = "riot"`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RiotAttestation {
-    pub(crate) registration_id: Option<String>,
-    pub(crate) uds: SecretSource,
-    pub(crate) measurement: Option<String>,
-    pub(crate) fwid: String,
-    pub(crate) root_seed: Option<SecretSource>,
-    pub(crate) root_cert: Option<String>,
-    pub(crate) root_key: Option<String>,
-    pub(crate) root_cn: Option<String>,
-}
-
-/// A secret: `{ value = "..." }`, `{ file = "path" }` or `{ uri = "file:///path" }` (or, for a
-/// symmetric key, `{ uri = "pkcs11:..." }`).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct SecretSource {
-    value: Option<Secret>,
-    file: Option<String>,
-    uri: Option<String>,
-}
-
-/// Where a secret comes from, resolved against the config file's folder.
-#[derive(Debug)]
-pub(crate) enum SecretLocation {
-    /// Inline.
-    Value(Secret),
-    /// A file.
-    File(PathBuf),
-    /// A key on a PKCS#11 token.
-    Pkcs11(String),
-}
-
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = zeroize::Zeroizing::new(String::deserialize(deserializer)?);
-        Ok(text.parse().unwrap_or_else(|never| match never {}))
-    }
 }
 
 impl ConfigFile {
@@ -175,6 +86,7 @@ impl ConfigFile {
         })?;
         config.path = path.to_owned();
         config.base = path.parent().map(Path::to_owned).unwrap_or_default();
+        let base = config.base.clone();
         if let Some(source) = &config.provisioning.source
             && source != "dps"
         {
@@ -189,6 +101,9 @@ impl ConfigFile {
                 ));
             }
             config.attestation = config.provisioning.attestation.take();
+        }
+        if let Some(attestation) = &mut config.attestation {
+            attestation.rebase(&base);
         }
         Ok(config)
     }
@@ -216,26 +131,9 @@ impl ConfigFile {
         }
     }
 
-    /// Where a secret comes from.
-    pub(crate) fn locate(
-        &self,
-        what: &str,
-        source: &SecretSource,
-    ) -> Result<SecretLocation, Error> {
-        match (&source.value, &source.file, &source.uri) {
-            (Some(value), None, None) => Ok(SecretLocation::Value(value.clone())),
-            (None, Some(file), None) => Ok(SecretLocation::File(self.path(file))),
-            (None, None, Some(uri)) if uri.starts_with("file://") => {
-                Ok(SecretLocation::File(self.path(uri)))
-            }
-            (None, None, Some(uri)) if uri.starts_with("pkcs11:") => {
-                Ok(SecretLocation::Pkcs11(uri.clone()))
-            }
-            (None, None, Some(uri)) => Err(self.invalid(format!(
-                "{what}: uri {uri:?} is neither file:// nor pkcs11:"
-            ))),
-            _ => Err(self.invalid(format!("{what}: give exactly one of value, file or uri"))),
-        }
+    /// The `[attestation]` section, its paths resolved against the file's folder.
+    pub(crate) fn attestation(&self) -> Option<ConfigAttestation> {
+        self.attestation.clone()
     }
 }
 
@@ -248,6 +146,7 @@ fn line_of(text: &str, offset: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::device::secret::SecretSource;
 
     fn parse(text: &str) -> Result<ConfigFile, Error> {
         let dir = tempfile_dir();
@@ -282,14 +181,12 @@ symmetric_key = { value = "AAAA" }
 "#,
         )
         .unwrap();
-        let Some(Attestation::SymmetricKey(a)) = &config.attestation else {
+        let Some(ConfigAttestation::SymmetricKey(a)) = config.attestation() else {
             panic!("{:?}", config.attestation)
         };
-        assert_eq!(a.registration_id, "my-device");
-        let location = config
-            .locate("symmetric_key", a.symmetric_key.as_ref().unwrap())
-            .unwrap();
-        assert!(matches!(location, SecretLocation::Value(v) if v.expose() == "AAAA"));
+        assert_eq!(a.registration_id.as_deref(), Some("my-device"));
+        let location = a.symmetric_key.as_ref().unwrap();
+        assert!(matches!(location, SecretSource::Value(v) if v.expose() == "AAAA"));
         assert!(!format!("{config:?}").contains("AAAA"));
     }
 
@@ -307,14 +204,10 @@ identity_pk = "pkcs11:token=t;object=k"
 "#,
         )
         .unwrap();
-        let Some(Attestation::X509(a)) = &config.attestation else {
+        let Some(ConfigAttestation::X509(a)) = config.attestation() else {
             panic!()
         };
-        assert!(
-            config
-                .path(a.identity_cert.as_deref().unwrap())
-                .ends_with("certs/chain.pem")
-        );
+        assert!(a.cert.as_deref().unwrap().ends_with("certs/chain.pem"));
         assert!(config.trust_ca()[0].is_absolute() || config.trust_ca()[0].ends_with("ca.pem"));
     }
 

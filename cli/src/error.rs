@@ -141,6 +141,7 @@ pub(crate) enum Error {
     },
 
     /// A TPM operation failed.
+    #[cfg(feature = "tpm")]
     #[error("{operation}: {source}")]
     Tpm {
         /// What was being done.
@@ -191,6 +192,7 @@ impl Error {
                 _ => Exit::Failed,
             },
             Self::Pkcs11 { source, .. } => pkcs11_exit(source),
+            #[cfg(feature = "tpm")]
             Self::Tpm { source, .. } => match source {
                 hsm_tpm::Error::Tcti(_) | hsm_tpm::Error::NotPersistent { .. } => Exit::Usage,
                 _ => Exit::Device,

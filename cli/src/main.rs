@@ -2,7 +2,7 @@
 #![deny(unsafe_code)]
 
 mod config;
-mod drivers;
+mod device;
 mod emulator;
 mod error;
 mod pkcs11;
@@ -74,6 +74,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    #[cfg(feature = "tpm")]
     quiet_tss_logging();
     let cli = Cli::parse();
     // A bug must still end in one line, not a backtrace.
@@ -99,6 +100,7 @@ fn main() -> ExitCode {
 /// The TPM software stack (libtss2) logs its own warnings and errors to stderr, several lines
 /// per failed connection attempt; the tool reports every failure itself, in one line with its
 /// causes. So its logging is off unless the user set `TSS2_LOG`.
+#[cfg(feature = "tpm")]
 #[allow(unsafe_code)]
 fn quiet_tss_logging() {
     if std::env::var_os("TSS2_LOG").is_none() {

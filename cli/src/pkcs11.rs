@@ -7,7 +7,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use hsm_core::KeyHandle as _;
 use hsm_pkcs11::{KeySpec, Module, Pkcs11Key};
 
-use crate::drivers::{Pkcs11Options, open_token, parse_uri};
+use crate::device::pkcs11::{Pkcs11Options, open_token, parse_uri};
 use crate::util;
 use crate::{EXIT_CODES, Error};
 
@@ -35,26 +35,6 @@ pub(crate) enum Pkcs11Command {
     ImportCert(ImportCertArgs),
 }
 
-/// Options every token command takes.
-#[derive(Debug, Args)]
-struct TokenOptions {
-    /// The module to load when the URI has no module-path or module-name.
-    #[arg(long, value_name = "PATH")]
-    module: Option<PathBuf>,
-    /// A file holding the user PIN.
-    #[arg(long, value_name = "FILE")]
-    pin_file: Option<PathBuf>,
-}
-
-impl TokenOptions {
-    fn options(&self) -> Pkcs11Options {
-        Pkcs11Options {
-            module: self.module.clone(),
-            pin_file: self.pin_file.clone(),
-        }
-    }
-}
-
 /// `pkcs11 tokens`.
 #[derive(Debug, Args)]
 pub(crate) struct TokensArgs {
@@ -69,7 +49,7 @@ pub(crate) struct ObjectsArgs {
     /// The token's URI.
     uri: String,
     #[command(flatten)]
-    token: TokenOptions,
+    token: Pkcs11Options,
 }
 
 /// Key pair algorithms.
@@ -94,7 +74,7 @@ pub(crate) struct GenerateArgs {
     #[arg(long, value_enum, default_value = "p256")]
     algorithm: Algorithm,
     #[command(flatten)]
-    token: TokenOptions,
+    token: Pkcs11Options,
 }
 
 /// `pkcs11 csr`.
@@ -109,7 +89,7 @@ pub(crate) struct CsrArgs {
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
     #[command(flatten)]
-    token: TokenOptions,
+    token: Pkcs11Options,
 }
 
 /// `pkcs11 import-cert`.
@@ -124,7 +104,7 @@ pub(crate) struct ImportCertArgs {
     #[arg(long)]
     chain: bool,
     #[command(flatten)]
-    token: TokenOptions,
+    token: Pkcs11Options,
 }
 
 /// Runs a `pkcs11` subcommand.
@@ -176,7 +156,7 @@ fn tokens(args: &TokensArgs) -> Result<(), Error> {
 
 fn objects(args: &ObjectsArgs) -> Result<(), Error> {
     let uri = parse_uri(&args.uri)?;
-    let token = open_token(&uri, &args.token.options())?;
+    let token = open_token(&uri, &args.token)?;
     let objects = token
         .list_objects()
         .map_err(failed("cannot list the objects"))?;
@@ -201,7 +181,7 @@ fn objects(args: &ObjectsArgs) -> Result<(), Error> {
 
 fn generate(args: &GenerateArgs) -> Result<(), Error> {
     let uri = parse_uri(&args.uri)?;
-    let token = open_token(&uri, &args.token.options())?;
+    let token = open_token(&uri, &args.token)?;
     let spec = match args.algorithm {
         Algorithm::P256 => KeySpec::EcdsaP256,
         Algorithm::P384 => KeySpec::EcdsaP384,
@@ -222,9 +202,12 @@ fn generate(args: &GenerateArgs) -> Result<(), Error> {
 
 fn csr(args: &CsrArgs) -> Result<(), Error> {
     let uri = parse_uri(&args.uri)?;
-    let token = open_token(&uri, &args.token.options())?;
+    let token = open_token(&uri, &args.token)?;
     let key = Arc::new(Pkcs11Key::open(&token, &uri).map_err(failed("cannot open the key"))?);
-    let der = hsm_pkcs11::create_csr(&key, &args.cn).map_err(failed("cannot make the CSR"))?;
+    let der = hsm_core::csr_der(key, &args.cn).map_err(|source| Error::Core {
+        operation: "cannot make the CSR",
+        source,
+    })?;
     let pem = util::pem("CERTIFICATE REQUEST", &der);
     match &args.out {
         Some(path) => {
@@ -239,7 +222,7 @@ fn csr(args: &CsrArgs) -> Result<(), Error> {
 fn import_cert(args: &ImportCertArgs) -> Result<(), Error> {
     let certificates = util::load_certificates(&args.cert)?;
     let uri = parse_uri(&args.uri)?;
-    let token = open_token(&uri, &args.token.options())?;
+    let token = open_token(&uri, &args.token)?;
     token
         .store_certificate(&uri, &certificates[0])
         .map_err(failed("cannot store the certificate"))?;

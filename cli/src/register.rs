@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use hsm_tpm::EkTemplate;
 use provisioning::{
     DEFAULT_TIMEOUT, HubCredentials, ProvisioningClient, Registration, RetryPolicy, Transport,
 };
@@ -13,12 +12,11 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
 use crate::Error;
-use crate::config::{self, ConfigFile, SecretLocation};
-use crate::drivers::{
-    CsrKey, DEFAULT_ROOT_CN, Device, DeviceSpec, Pkcs11Options, RiotSpec, RootSpec, SeedSource,
-};
+use crate::config::ConfigFile;
+use crate::device::x509::KeyLocation;
+use crate::device::{Device, DeviceArgs, NO_ATTESTATION};
 use crate::status::Status;
-use crate::util::{self, Secret};
+use crate::util;
 
 /// The global endpoint of Azure's public DPS.
 const AZURE_GLOBAL_ENDPOINT: &str = "global.azure-devices-provisioning.net";
@@ -60,25 +58,6 @@ impl From<TransportArg> for Transport {
         match t {
             TransportArg::Https => Transport::Https,
             TransportArg::Mqtt => Transport::Mqtt,
-        }
-    }
-}
-
-/// Which EK template to create the EK from when the TPM has none persisted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub(crate) enum EkTemplateArg {
-    /// The TCG L-1 template (what tpm2_createek makes).
-    #[default]
-    TcgL1,
-    /// The Azure IoT C SDK's template (for devices enrolled with their C SDK registration id).
-    Legacy,
-}
-
-impl From<EkTemplateArg> for EkTemplate {
-    fn from(t: EkTemplateArg) -> Self {
-        match t {
-            EkTemplateArg::TcgL1 => EkTemplate::TcgL1,
-            EkTemplateArg::Legacy => EkTemplate::Legacy,
         }
     }
 }
@@ -125,101 +104,8 @@ pub(crate) struct RegisterArgs {
     #[arg(long, value_name = "N", help_heading = "DPS")]
     retries: Option<u32>,
 
-    /// The registration id: required for symmetric keys; overrides the certificate's CN for
-    /// X.509 and PKCS#11; the Alias CN for DICE.
-    #[arg(long, value_name = "ID", help_heading = "Attestation")]
-    registration_id: Option<String>,
-
-    /// X.509: the certificate chain (PEM or DER, leaf first); with --pkcs11, the chain to use
-    /// instead of the token's certificates.
-    #[arg(long, value_name = "FILE", help_heading = "X.509 from files")]
-    x509_cert: Option<PathBuf>,
-    /// X.509: the private key (PKCS#8, SEC1 or PKCS#1; PEM or DER).
-    #[arg(long, value_name = "FILE", help_heading = "X.509 from files")]
-    x509_key: Option<PathBuf>,
-
-    /// DICE: the unique device secret, 32 bytes in hex.
-    #[arg(
-        long,
-        value_name = "HEX",
-        help_heading = "DICE (hsm-riot)",
-        conflicts_with = "riot_uds_file"
-    )]
-    riot_uds_hex: Option<Secret>,
-    /// DICE: a file holding the UDS (hex text or 32 raw bytes).
-    #[arg(long, value_name = "FILE", help_heading = "DICE (hsm-riot)")]
-    riot_uds_file: Option<PathBuf>,
-    /// DICE: the RIoT Core measurement, 32 bytes in hex [default: 32 zero bytes].
-    #[arg(long, value_name = "HEX", help_heading = "DICE (hsm-riot)")]
-    riot_measurement_hex: Option<String>,
-    /// DICE: the firmware id (FWID), SHA-256 in hex.
-    #[arg(
-        long,
-        visible_alias = "riot-fwid",
-        value_name = "HEX",
-        help_heading = "DICE (hsm-riot)"
-    )]
-    riot_fwid_hex: Option<String>,
-    /// DICE: the development root's seed in hex (the same seed gives the same root).
-    #[arg(long, visible_alias = "riot-root-seed", value_name = "HEX", help_heading = "DICE (hsm-riot)",
-          conflicts_with_all = ["riot_root_seed_file", "riot_root_cert"])]
-    riot_root_seed_hex: Option<Secret>,
-    /// DICE: a file holding the root seed (hex text or raw bytes).
-    #[arg(
-        long,
-        value_name = "FILE",
-        help_heading = "DICE (hsm-riot)",
-        conflicts_with = "riot_root_cert"
-    )]
-    riot_root_seed_file: Option<PathBuf>,
-    /// DICE: the root's common name [default: riot-root].
-    #[arg(long, value_name = "CN", help_heading = "DICE (hsm-riot)")]
-    riot_root_cn: Option<String>,
-    /// DICE: a CA certificate (PEM) to issue the DeviceID certificate, with --riot-root-key.
-    #[arg(
-        long,
-        value_name = "FILE",
-        help_heading = "DICE (hsm-riot)",
-        requires = "riot_root_key"
-    )]
-    riot_root_cert: Option<PathBuf>,
-    /// DICE: the CA's private key (PEM or DER).
-    #[arg(
-        long,
-        value_name = "FILE",
-        help_heading = "DICE (hsm-riot)",
-        requires = "riot_root_cert"
-    )]
-    riot_root_key: Option<PathBuf>,
-
-    /// Symmetric key: the device key (base64).
-    #[arg(long, value_name = "BASE64", help_heading = "Symmetric key")]
-    symmetric_key: Option<Secret>,
-    /// Symmetric key: an enrollment group's key (base64); the device key is derived from it
-    /// and the registration id.
-    #[arg(long, value_name = "BASE64", help_heading = "Symmetric key")]
-    group_key: Option<Secret>,
-
-    /// PKCS#11: the X.509 private key's URI; the chain comes from the token (or --x509-cert).
-    #[arg(long, value_name = "URI", help_heading = "PKCS#11")]
-    pkcs11: Option<String>,
-    /// PKCS#11: an HMAC (generic secret) key's URI, for symmetric-key attestation.
-    #[arg(long, value_name = "URI", help_heading = "PKCS#11")]
-    pkcs11_hmac: Option<String>,
-    /// PKCS#11: the module to load when the URI has no module-path.
-    #[arg(long, value_name = "PATH", help_heading = "PKCS#11")]
-    pkcs11_module: Option<PathBuf>,
-    /// PKCS#11: a file holding the user PIN (else the URI's pin-value/pin-source, else
-    /// $PKCS11_PIN).
-    #[arg(long, value_name = "FILE", help_heading = "PKCS#11")]
-    pkcs11_pin_file: Option<PathBuf>,
-
-    /// TPM: the TCTI, as tpm2-tools writes it (device:/dev/tpmrm0, swtpm:host=H,port=P, tabrmd).
-    #[arg(long, value_name = "TCTI", help_heading = "TPM")]
-    tpm: Option<String>,
-    /// TPM: the EK template used when no EK is persisted.
-    #[arg(long, value_enum, value_name = "TEMPLATE", help_heading = "TPM")]
-    tpm_ek_template: Option<EkTemplateArg>,
+    #[command(flatten)]
+    device: DeviceArgs,
 
     /// Print one JSON object on stdout instead of text.
     #[arg(long, help_heading = "Output")]
@@ -244,34 +130,30 @@ struct Settings {
     mqtt_port: Option<u16>,
     payload: Option<Value>,
     csr: bool,
-    csr_key: Option<CsrKey>,
+    csr_key: Option<KeyLocation>,
     trust_ca: Vec<PathBuf>,
     api_version: Option<String>,
     timeout: Duration,
     retries: Option<u32>,
     issued_cert_out: Option<PathBuf>,
-    device: DeviceSpec,
+    device: DeviceArgs,
 }
 
 impl Settings {
     fn resolve(args: &RegisterArgs) -> Result<Self, Error> {
         let file = args.config.as_deref().map(ConfigFile::load).transpose()?;
         let section = file.as_ref().map(|f| &f.provisioning);
-        let pkcs11_options = Pkcs11Options {
-            module: args.pkcs11_module.clone(),
-            pin_file: args.pkcs11_pin_file.clone(),
+        let device = match (args.device.given(), file.as_ref()) {
+            (true, _) => args.device.clone(),
+            (false, Some(file)) => {
+                let attestation = file
+                    .attestation()
+                    .ok_or_else(|| Error::usage(NO_ATTESTATION))?;
+                args.device.with_config(attestation)
+            }
+            (false, None) => return Err(Error::usage(NO_ATTESTATION)),
         };
-        let device = match device_from_flags(args, &pkcs11_options)? {
-            Some(device) => device,
-            None => match &file {
-                Some(file) => {
-                    let mut device = device_from_config(file, &pkcs11_options)?;
-                    override_from_flags(&mut device, args);
-                    device
-                }
-                None => return Err(Error::usage(NO_ATTESTATION)),
-            },
-        };
+        device.check()?;
         let transport = match (args.transport, section.and_then(|s| s.transport.as_deref())) {
             (Some(t), _) => t,
             (None, Some(text)) => TransportArg::parse(text).ok_or_else(|| {
@@ -294,10 +176,10 @@ impl Settings {
             (None, None) => None,
         };
         let csr_key = match (&args.csr_key, section.and_then(|s| s.csr_key.as_deref())) {
-            (Some(text), _) => Some(CsrKey::parse(text, &pkcs11_options)),
-            (None, Some(text)) => Some(match file.as_ref() {
-                Some(f) if !text.starts_with("pkcs11:") => CsrKey::File(f.path(text)),
-                _ => CsrKey::parse(text, &pkcs11_options),
+            (Some(text), _) => Some(KeyLocation::parse(text)),
+            (None, Some(text)) => Some(match (KeyLocation::parse(text), file.as_ref()) {
+                (KeyLocation::File(_), Some(f)) => KeyLocation::File(f.path(text)),
+                (location, _) => location,
             }),
             (None, None) => None,
         };
@@ -346,312 +228,6 @@ impl Settings {
             device,
         })
     }
-}
-
-const NO_ATTESTATION: &str = "no attestation: give --x509-cert/--x509-key, --riot-uds-hex, \
-    --symmetric-key, --group-key, --pkcs11, --pkcs11-hmac or --tpm (or --config with an \
-    [attestation] section)";
-
-/// The attestation the flags choose, if any.
-fn device_from_flags(
-    args: &RegisterArgs,
-    pkcs11_options: &Pkcs11Options,
-) -> Result<Option<DeviceSpec>, Error> {
-    let mut chosen: Vec<&str> = Vec::new();
-    if args.pkcs11.is_some() {
-        chosen.push("--pkcs11");
-    } else if args.x509_cert.is_some() || args.x509_key.is_some() {
-        chosen.push("--x509-cert/--x509-key");
-    }
-    let riot = args.riot_uds_hex.is_some()
-        || args.riot_uds_file.is_some()
-        || args.riot_fwid_hex.is_some()
-        || args.riot_measurement_hex.is_some()
-        || args.riot_root_seed_hex.is_some()
-        || args.riot_root_seed_file.is_some()
-        || args.riot_root_cert.is_some()
-        || args.riot_root_cn.is_some();
-    if riot {
-        chosen.push("--riot-*");
-    }
-    for (given, name) in [
-        (args.symmetric_key.is_some(), "--symmetric-key"),
-        (args.group_key.is_some(), "--group-key"),
-        (args.pkcs11_hmac.is_some(), "--pkcs11-hmac"),
-        (args.tpm.is_some(), "--tpm"),
-    ] {
-        if given {
-            chosen.push(name);
-        }
-    }
-    if chosen.len() > 1 {
-        return Err(Error::usage(format!(
-            "choose one attestation, not {}",
-            chosen.join(" and ")
-        )));
-    }
-    if args.pkcs11.is_some() && args.x509_key.is_some() {
-        return Err(Error::usage(
-            "--x509-key and --pkcs11 both name the private key: give one",
-        ));
-    }
-    let need_id = |flag: &str| {
-        args.registration_id
-            .clone()
-            .ok_or_else(|| Error::usage(format!("{flag} needs --registration-id")))
-    };
-    let spec = if let Some(uri) = &args.pkcs11 {
-        DeviceSpec::Pkcs11X509 {
-            uri: uri.clone(),
-            certificates: args.x509_cert.clone(),
-            registration_id: args.registration_id.clone(),
-            options: pkcs11_options.clone(),
-        }
-    } else if args.x509_cert.is_some() || args.x509_key.is_some() {
-        match (&args.x509_cert, &args.x509_key) {
-            (Some(cert), Some(key)) => DeviceSpec::X509Files {
-                cert: cert.clone(),
-                key: key.clone(),
-                registration_id: args.registration_id.clone(),
-            },
-            _ => return Err(Error::usage("X.509 needs both --x509-cert and --x509-key")),
-        }
-    } else if riot {
-        let uds = match (&args.riot_uds_hex, &args.riot_uds_file) {
-            (Some(hex), _) => SeedSource::Hex(hex.clone()),
-            (None, Some(path)) => SeedSource::File(path.clone()),
-            (None, None) => {
-                return Err(Error::usage(
-                    "DICE needs the UDS: --riot-uds-hex or --riot-uds-file",
-                ));
-            }
-        };
-        let fwid = args
-            .riot_fwid_hex
-            .clone()
-            .ok_or_else(|| Error::usage("DICE needs --riot-fwid-hex"))?;
-        let common_name = args
-            .riot_root_cn
-            .clone()
-            .unwrap_or_else(|| DEFAULT_ROOT_CN.to_owned());
-        let root = match (
-            &args.riot_root_seed_hex,
-            &args.riot_root_seed_file,
-            &args.riot_root_cert,
-            &args.riot_root_key,
-        ) {
-            (Some(hex), _, _, _) => RootSpec::Seed {
-                seed: SeedSource::Hex(hex.clone()),
-                common_name,
-            },
-            (None, Some(path), _, _) => RootSpec::Seed {
-                seed: SeedSource::File(path.clone()),
-                common_name,
-            },
-            (None, None, Some(cert), Some(key)) => RootSpec::Files {
-                cert: cert.clone(),
-                key: key.clone(),
-            },
-            _ => RootSpec::SelfSigned,
-        };
-        DeviceSpec::Riot(RiotSpec {
-            uds,
-            measurement: args.riot_measurement_hex.clone(),
-            fwid,
-            root,
-            registration_id: args.registration_id.clone(),
-        })
-    } else if let Some(key) = &args.symmetric_key {
-        DeviceSpec::SymmetricKey {
-            registration_id: need_id("--symmetric-key")?,
-            key: key.clone(),
-        }
-    } else if let Some(group_key) = &args.group_key {
-        DeviceSpec::GroupKey {
-            registration_id: need_id("--group-key")?,
-            group_key: group_key.clone(),
-        }
-    } else if let Some(uri) = &args.pkcs11_hmac {
-        DeviceSpec::Pkcs11Hmac {
-            uri: uri.clone(),
-            registration_id: need_id("--pkcs11-hmac")?,
-            options: pkcs11_options.clone(),
-        }
-    } else if let Some(tcti) = &args.tpm {
-        if args.registration_id.is_some() {
-            return Err(Error::usage(
-                "--registration-id does not apply to a TPM: its id is derived from the EK",
-            ));
-        }
-        DeviceSpec::Tpm {
-            tcti: Some(tcti.clone()),
-            ek_template: args.tpm_ek_template.unwrap_or_default().into(),
-            expected_id: None,
-        }
-    } else {
-        return Ok(None);
-    };
-    Ok(Some(spec))
-}
-
-/// `--registration-id` and `--tpm-ek-template` override what the config file's attestation says.
-fn override_from_flags(device: &mut DeviceSpec, args: &RegisterArgs) {
-    if let Some(id) = &args.registration_id {
-        match device {
-            DeviceSpec::X509Files {
-                registration_id, ..
-            }
-            | DeviceSpec::Pkcs11X509 {
-                registration_id, ..
-            } => *registration_id = Some(id.clone()),
-            DeviceSpec::Riot(spec) => spec.registration_id = Some(id.clone()),
-            DeviceSpec::SymmetricKey {
-                registration_id, ..
-            }
-            | DeviceSpec::GroupKey {
-                registration_id, ..
-            }
-            | DeviceSpec::Pkcs11Hmac {
-                registration_id, ..
-            } => registration_id.clone_from(id),
-            DeviceSpec::Tpm { expected_id, .. } => *expected_id = Some(id.clone()),
-        }
-    }
-    if let (Some(template), DeviceSpec::Tpm { ek_template, .. }) = (args.tpm_ek_template, device) {
-        *ek_template = template.into();
-    }
-}
-
-/// The attestation the config file gives.
-fn device_from_config(
-    file: &ConfigFile,
-    pkcs11_options: &Pkcs11Options,
-) -> Result<DeviceSpec, Error> {
-    let attestation = file
-        .attestation
-        .as_ref()
-        .ok_or_else(|| Error::usage(NO_ATTESTATION))?;
-    Ok(match attestation {
-        config::Attestation::X509(a) => {
-            let certificates = a.identity_cert.as_deref().map(|p| file.path(p));
-            if a.identity_pk.starts_with("pkcs11:") {
-                DeviceSpec::Pkcs11X509 {
-                    uri: a.identity_pk.clone(),
-                    certificates,
-                    registration_id: a.registration_id.clone(),
-                    options: pkcs11_options.clone(),
-                }
-            } else {
-                DeviceSpec::X509Files {
-                    cert: certificates.ok_or_else(|| {
-                        file.invalid("method = \"x509\" with a key file needs identity_cert")
-                    })?,
-                    key: file.path(&a.identity_pk),
-                    registration_id: a.registration_id.clone(),
-                }
-            }
-        }
-        config::Attestation::SymmetricKey(a) => {
-            let registration_id = a.registration_id.clone();
-            match (&a.symmetric_key, &a.group_key) {
-                (Some(key), None) => match file.locate("symmetric_key", key)? {
-                    SecretLocation::Value(key) => DeviceSpec::SymmetricKey {
-                        registration_id,
-                        key,
-                    },
-                    SecretLocation::File(path) => DeviceSpec::SymmetricKey {
-                        registration_id,
-                        key: read_key_file(&path)?,
-                    },
-                    SecretLocation::Pkcs11(uri) => DeviceSpec::Pkcs11Hmac {
-                        uri,
-                        registration_id,
-                        options: pkcs11_options.clone(),
-                    },
-                },
-                (None, Some(group)) => match file.locate("group_key", group)? {
-                    SecretLocation::Value(group_key) => DeviceSpec::GroupKey {
-                        registration_id,
-                        group_key,
-                    },
-                    SecretLocation::File(path) => DeviceSpec::GroupKey {
-                        registration_id,
-                        group_key: read_key_file(&path)?,
-                    },
-                    SecretLocation::Pkcs11(_) => {
-                        return Err(file.invalid(
-                            "group_key cannot be a pkcs11: URI (derive the device key, then import it)",
-                        ));
-                    }
-                },
-                _ => {
-                    return Err(file.invalid(
-                        "method = \"symmetric_key\" needs exactly one of symmetric_key or group_key",
-                    ));
-                }
-            }
-        }
-        config::Attestation::Tpm(a) => DeviceSpec::Tpm {
-            tcti: a.tcti.clone(),
-            expected_id: a.registration_id.clone(),
-            ek_template: match a.ek_template.as_deref() {
-                None => EkTemplate::default(),
-                Some(text) => <EkTemplateArg as ValueEnum>::from_str(text, true)
-                    .map_err(|_| {
-                        file.invalid(format!(
-                            "ek_template {text:?}: expected \"tcg-l1\" or \"legacy\""
-                        ))
-                    })?
-                    .into(),
-            },
-        },
-        config::Attestation::Riot(a) => {
-            let seed = |location| match location {
-                SecretLocation::Value(hex) => Ok(SeedSource::Hex(hex)),
-                SecretLocation::File(path) => Ok(SeedSource::File(path)),
-                SecretLocation::Pkcs11(_) => {
-                    Err(file.invalid("a DICE secret cannot be a pkcs11: URI"))
-                }
-            };
-            let root = match (&a.root_seed, &a.root_cert, &a.root_key) {
-                (Some(s), None, None) => RootSpec::Seed {
-                    seed: seed(file.locate("root_seed", s)?)?,
-                    common_name: a
-                        .root_cn
-                        .clone()
-                        .unwrap_or_else(|| DEFAULT_ROOT_CN.to_owned()),
-                },
-                (None, Some(cert), Some(key)) => RootSpec::Files {
-                    cert: file.path(cert),
-                    key: file.path(key),
-                },
-                (None, None, None) => RootSpec::SelfSigned,
-                _ => {
-                    return Err(file.invalid(
-                        "method = \"riot\": give root_seed, or root_cert with root_key, or neither (self-signed)",
-                    ));
-                }
-            };
-            DeviceSpec::Riot(RiotSpec {
-                uds: seed(file.locate("uds", &a.uds)?)?,
-                measurement: a.measurement.clone(),
-                fwid: a.fwid.clone(),
-                root,
-                registration_id: a.registration_id.clone(),
-            })
-        }
-    })
-}
-
-/// A base64 key from the first line of a file.
-fn read_key_file(path: &Path) -> Result<Secret, Error> {
-    let bytes = zeroize::Zeroizing::new(util::read(path)?);
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| Error::usage(format!("{} is not a base64 key", path.display())))?;
-    Ok(text
-        .trim()
-        .parse()
-        .unwrap_or_else(|never: std::convert::Infallible| match never {}))
 }
 
 /// `--payload`: JSON, or `@file` with JSON.
@@ -719,7 +295,7 @@ pub(crate) fn run(args: &RegisterArgs) -> Result<(), Error> {
     }
     if settings.csr {
         let key = match (&settings.csr_key, device.csr_key()) {
-            (Some(key), _) => key.open()?,
+            (Some(key), _) => key.open(&settings.device.pkcs11.options)?,
             (None, Some(key)) => key,
             (None, None) => {
                 return Err(Error::usage(
@@ -733,7 +309,7 @@ pub(crate) fn run(args: &RegisterArgs) -> Result<(), Error> {
     builder = match device {
         Device::X509(a) => builder.x509(a),
         Device::SymmetricKey(a) => builder.symmetric_key(a),
-        Device::Tpm(t) => builder.tpm(t),
+        Device::Tpm { attestation, .. } => builder.tpm(attestation),
     };
     let client = builder.build().map_err(|source| Error::Provisioning {
         operation: "invalid registration settings",

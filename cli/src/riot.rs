@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use hsm_core::X509Attestation as _;
 
-use crate::drivers::{DEFAULT_ROOT_CN, RiotSpec, RootSpec, SeedSource, dev_root};
+use crate::device::riot::{DEFAULT_ROOT_CN, RiotArgs, dev_root};
+use crate::device::secret::SecretSource;
 use crate::util::{self, Secret};
 use crate::{EXIT_CODES, Error};
 
@@ -21,7 +22,7 @@ Alias first). Prints the registration id (the Alias certificate's CN). The same 
 give the same keys and byte-identical certificates; private keys are never written.",
         after_help = EXIT_CODES
     )]
-    Device(DeviceArgs),
+    Device(Box<DeviceArgs>),
     /// Make a development root CA from a seed and write its certificate.
     #[command(
         long_about = "Make a development root CA whose key is derived from a seed, and write its \
@@ -56,46 +57,20 @@ struct RootSeedArgs {
 }
 
 impl RootSeedArgs {
-    fn source(&self) -> Option<SeedSource> {
+    fn source(&self) -> Option<SecretSource> {
         match (&self.root_seed_hex, &self.root_seed_file) {
-            (Some(hex), _) => Some(SeedSource::Hex(hex.clone())),
-            (None, Some(path)) => Some(SeedSource::File(path.clone())),
+            (Some(hex), _) => Some(SecretSource::Value(hex.clone())),
+            (None, Some(path)) => Some(SecretSource::File(path.clone())),
             (None, None) => None,
         }
     }
 }
 
-/// `riot device`.
+/// `riot device`: the same DICE flags as `register` (here also without their `riot-` prefix).
 #[derive(Debug, Args)]
 pub(crate) struct DeviceArgs {
-    /// The unique device secret, 32 bytes in hex.
-    #[arg(
-        long,
-        value_name = "HEX",
-        required_unless_present = "uds_file",
-        conflicts_with = "uds_file"
-    )]
-    uds_hex: Option<Secret>,
-    /// A file holding the UDS (hex text or 32 raw bytes).
-    #[arg(long, value_name = "FILE")]
-    uds_file: Option<PathBuf>,
-    /// The RIoT Core measurement, 32 bytes in hex [default: 32 zero bytes].
-    #[arg(long, value_name = "HEX")]
-    measurement_hex: Option<String>,
-    /// The firmware id (FWID), SHA-256 in hex.
-    #[arg(long, value_name = "HEX")]
-    fwid_hex: String,
     #[command(flatten)]
-    root_seed: RootSeedArgs,
-    /// The root's common name (must match the enrolled root) [default: riot-root].
-    #[arg(long, value_name = "CN")]
-    root_cn: Option<String>,
-    /// A CA certificate (PEM) to issue the DeviceID certificate instead of a seed's root.
-    #[arg(long, value_name = "FILE", requires = "root_key", conflicts_with_all = ["root_seed_hex", "root_seed_file"])]
-    root_cert: Option<PathBuf>,
-    /// The CA's private key (PEM or DER), with --root-cert.
-    #[arg(long, value_name = "FILE", requires = "root_cert")]
-    root_key: Option<PathBuf>,
+    riot: RiotArgs,
     /// The Alias certificate's CN, which is the registration id [default: riot-device-cert].
     #[arg(long, value_name = "ID")]
     registration_id: Option<String>,
@@ -154,30 +129,7 @@ fn common_name(cn: Option<&String>) -> String {
 }
 
 fn device(args: &DeviceArgs) -> Result<(), Error> {
-    let uds = match (&args.uds_hex, &args.uds_file) {
-        (Some(hex), _) => SeedSource::Hex(hex.clone()),
-        (None, Some(path)) => SeedSource::File(path.clone()),
-        (None, None) => return Err(Error::usage("give --uds-hex or --uds-file")),
-    };
-    let root = match (args.root_seed.source(), &args.root_cert, &args.root_key) {
-        (Some(seed), _, _) => RootSpec::Seed {
-            seed,
-            common_name: common_name(args.root_cn.as_ref()),
-        },
-        (None, Some(cert), Some(key)) => RootSpec::Files {
-            cert: cert.clone(),
-            key: key.clone(),
-        },
-        _ => RootSpec::SelfSigned,
-    };
-    let spec = RiotSpec {
-        uds,
-        measurement: args.measurement_hex.clone(),
-        fwid: args.fwid_hex.clone(),
-        root,
-        registration_id: args.registration_id.clone(),
-    };
-    let identity = spec.build()?;
+    let identity = args.riot.build(args.registration_id.as_deref())?;
     let chain = identity.certificate_chain();
     std::fs::create_dir_all(&args.out_dir).map_err(|source| Error::Write {
         path: args.out_dir.clone(),
@@ -203,8 +155,8 @@ fn device(args: &DeviceArgs) -> Result<(), Error> {
 
 fn root(args: &RootArgs) -> Result<(), Error> {
     let seed = match (&args.seed_hex, &args.seed_file, &args.new_seed) {
-        (Some(hex), _, _) => SeedSource::Hex(hex.clone()),
-        (None, Some(path), _) => SeedSource::File(path.clone()),
+        (Some(hex), _, _) => SecretSource::Value(hex.clone()),
+        (None, Some(path), _) => SecretSource::File(path.clone()),
         (None, None, Some(path)) => {
             let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
             getrandom::fill(bytes.as_mut_slice()).map_err(|e| {
@@ -216,13 +168,13 @@ fn root(args: &RootArgs) -> Result<(), Error> {
                 "wrote a new random seed to {} (keep it secret)",
                 path.display()
             );
-            SeedSource::File(path.clone())
+            SecretSource::File(path.clone())
         }
         (None, None, None) => {
             return Err(Error::usage("give --seed-hex, --seed-file or --new-seed"));
         }
     };
-    let root = dev_root(&seed, &common_name(args.cn.as_ref()))?;
+    let root = dev_root(&seed, args.cn.as_deref())?;
     util::write(
         &args.out,
         util::pem("CERTIFICATE", root.certificate()).as_bytes(),
@@ -240,7 +192,7 @@ fn verify_cert(args: &VerifyCertArgs) -> Result<(), Error> {
         .root_seed
         .source()
         .ok_or_else(|| Error::usage("give --root-seed-hex or --root-seed-file"))?;
-    let root = dev_root(&seed, &common_name(args.root_cn.as_ref()))?;
+    let root = dev_root(&seed, args.root_cn.as_deref())?;
     let certificate = root
         .verification_certificate(&args.code)
         .map_err(|source| Error::Riot {

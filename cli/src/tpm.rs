@@ -1,13 +1,8 @@
 //! `hsm-provision tpm`: the EK, SRK and registration id; clearing the DPS identity key.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::{Args, Subcommand};
-use hsm_tpm::{PersistentHandle, TpmIdentity};
-use serde_json::json;
 
-use crate::drivers::open_tpm;
-use crate::register::EkTemplateArg;
+use crate::device::tpm::TpmArgs;
 use crate::{EXIT_CODES, Error};
 
 const TCTI_HELP: &str = "The TPM is named by a TCTI string as tpm2-tools writes it \
@@ -28,12 +23,8 @@ pub(crate) enum TpmCommand {
 /// `tpm info`.
 #[derive(Debug, Args)]
 pub(crate) struct InfoArgs {
-    /// The TPM's TCTI.
-    #[arg(long, value_name = "TCTI")]
-    tcti: Option<String>,
-    /// The EK template used when no EK is persisted.
-    #[arg(long, value_enum, default_value = "tcg-l1", value_name = "TEMPLATE")]
-    ek_template: EkTemplateArg,
+    #[command(flatten)]
+    tpm: TpmArgs,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -42,9 +33,8 @@ pub(crate) struct InfoArgs {
 /// `tpm clear-identity`.
 #[derive(Debug, Args)]
 pub(crate) struct ClearArgs {
-    /// The TPM's TCTI.
-    #[arg(long, value_name = "TCTI")]
-    tcti: Option<String>,
+    #[command(flatten)]
+    tpm: TpmArgs,
     /// The identity key's persistent handle.
     #[arg(long, value_name = "HANDLE", default_value = "0x81000100", value_parser = parse_handle)]
     handle: u32,
@@ -60,75 +50,94 @@ fn parse_handle(text: &str) -> Result<u32, String> {
 }
 
 /// Runs a `tpm` subcommand.
+#[cfg(feature = "tpm")]
 pub(crate) fn run(command: &TpmCommand) -> Result<(), Error> {
     match command {
-        TpmCommand::Info(args) => info(args),
-        TpmCommand::ClearIdentity(args) => clear(args),
+        TpmCommand::Info(args) => with_tpm::info(args),
+        TpmCommand::ClearIdentity(args) => with_tpm::clear(args),
     }
 }
 
-fn info(args: &InfoArgs) -> Result<(), Error> {
-    let tpm = open_tpm(args.tcti.as_deref())?;
-    let identity = TpmIdentity::builder(&tpm)
-        .ek_template(args.ek_template.into())
-        .build()
-        .map_err(|source| Error::Tpm {
-            operation: "cannot read the EK and SRK",
-            source,
-        })?;
-    let has_identity = tpm
-        .contains(identity.identity_handle())
-        .map_err(|source| Error::Tpm {
-            operation: "cannot list the persistent handles",
-            source,
-        })?;
-    let ek = BASE64.encode(identity.endorsement_key());
-    let srk = BASE64.encode(identity.storage_root_key());
-    if args.json {
-        println!(
-            "{}",
-            json!({
-                "registrationId": identity.registration_id().as_str(),
-                "endorsementKey": ek,
-                "storageRootKey": srk,
-                "ekHandle": identity.ek_handle().to_string(),
-                "srkHandle": identity.srk_handle().to_string(),
-                "identityHandle": identity.identity_handle().to_string(),
-                "identityKeyPresent": has_identity,
-            })
-        );
-    } else {
-        println!("registration id  {}", identity.registration_id());
-        println!("EK ({})  {ek}", identity.ek_handle());
-        println!("SRK ({}) {srk}", identity.srk_handle());
-        println!(
-            "identity key ({}) {}",
-            identity.identity_handle(),
-            if has_identity { "present" } else { "absent" }
-        );
-    }
-    Ok(())
+/// Without TPM support, every `tpm` subcommand says how to get it.
+#[cfg(not(feature = "tpm"))]
+pub(crate) fn run(_command: &TpmCommand) -> Result<(), Error> {
+    Err(Error::usage(crate::device::tpm::NO_TPM_SUPPORT))
 }
 
-fn clear(args: &ClearArgs) -> Result<(), Error> {
-    let handle = PersistentHandle::new(args.handle).map_err(|source| Error::Tpm {
-        operation: "invalid handle",
-        source,
-    })?;
-    if handle == PersistentHandle::EK || handle == PersistentHandle::SRK {
-        return Err(Error::usage(format!(
-            "{handle} holds the EK or SRK, not an identity key: refusing to evict it"
-        )));
+#[cfg(feature = "tpm")]
+mod with_tpm {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as BASE64;
+    use hsm_tpm::{PersistentHandle, TpmIdentity};
+    use serde_json::json;
+
+    use super::{ClearArgs, InfoArgs};
+    use crate::Error;
+    use crate::device::tpm::open_tpm;
+
+    pub(super) fn info(args: &InfoArgs) -> Result<(), Error> {
+        let tpm = open_tpm(args.tpm.tcti.as_deref())?;
+        let identity = TpmIdentity::builder(&tpm)
+            .ek_template(args.tpm.ek_template.unwrap_or_default().into())
+            .build()
+            .map_err(|source| Error::Tpm {
+                operation: "cannot read the EK and SRK",
+                source,
+            })?;
+        let has_identity =
+            tpm.contains(identity.identity_handle())
+                .map_err(|source| Error::Tpm {
+                    operation: "cannot list the persistent handles",
+                    source,
+                })?;
+        let ek = BASE64.encode(identity.endorsement_key());
+        let srk = BASE64.encode(identity.storage_root_key());
+        if args.json {
+            println!(
+                "{}",
+                json!({
+                    "registrationId": identity.registration_id().as_str(),
+                    "endorsementKey": ek,
+                    "storageRootKey": srk,
+                    "ekHandle": identity.ek_handle().to_string(),
+                    "srkHandle": identity.srk_handle().to_string(),
+                    "identityHandle": identity.identity_handle().to_string(),
+                    "identityKeyPresent": has_identity,
+                })
+            );
+        } else {
+            println!("registration id  {}", identity.registration_id());
+            println!("EK ({})  {ek}", identity.ek_handle());
+            println!("SRK ({}) {srk}", identity.srk_handle());
+            println!(
+                "identity key ({}) {}",
+                identity.identity_handle(),
+                if has_identity { "present" } else { "absent" }
+            );
+        }
+        Ok(())
     }
-    let tpm = open_tpm(args.tcti.as_deref())?;
-    let removed = tpm.evict(handle).map_err(|source| Error::Tpm {
-        operation: "cannot evict the identity key",
-        source,
-    })?;
-    if removed {
-        println!("removed the key at {handle}");
-    } else {
-        println!("no key at {handle}; nothing to do");
+
+    pub(super) fn clear(args: &ClearArgs) -> Result<(), Error> {
+        let handle = PersistentHandle::new(args.handle).map_err(|source| Error::Tpm {
+            operation: "invalid handle",
+            source,
+        })?;
+        if handle == PersistentHandle::EK || handle == PersistentHandle::SRK {
+            return Err(Error::usage(format!(
+                "{handle} holds the EK or SRK, not an identity key: refusing to evict it"
+            )));
+        }
+        let tpm = open_tpm(args.tpm.tcti.as_deref())?;
+        let removed = tpm.evict(handle).map_err(|source| Error::Tpm {
+            operation: "cannot evict the identity key",
+            source,
+        })?;
+        if removed {
+            println!("removed the key at {handle}");
+        } else {
+            println!("no key at {handle}; nothing to do");
+        }
+        Ok(())
     }
-    Ok(())
 }

@@ -35,10 +35,6 @@ fn key_uri(softhsm: &SoftHsm) -> String {
     )
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).replace(' ', "")
-}
-
 /// An openssl CA (key and certificate) in `dir`, and the extension file for client
 /// certificates.
 fn openssl_ca(dir: &Path) {

@@ -29,20 +29,20 @@ fn symmetric_emulator() -> Emu {
     )
 }
 
+/// The flags of the enrolled symmetric-key device `cli-sym-1`.
+const SYM_DEVICE: [&str; 4] = [
+    "--symmetric-key",
+    DEVICE_KEY,
+    "--registration-id",
+    "cli-sym-1",
+];
+
 #[test]
 fn symmetric_key_registers_and_prints_json_with_the_hub() {
     let emu = symmetric_emulator();
     let run = run(with(
-        emu.register(),
-        &[
-            "--symmetric-key",
-            DEVICE_KEY,
-            "--registration-id",
-            "cli-sym-1",
-            "--payload",
-            r#"{"model":"x1","n":[1,2]}"#,
-            "--json",
-        ],
+        with(emu.register(), &SYM_DEVICE),
+        &["--payload", r#"{"model":"x1","n":[1,2]}"#, "--json"],
     ));
     run.ok();
     let json = run.json();
@@ -68,16 +68,7 @@ fn symmetric_key_registers_and_prints_json_with_the_hub() {
 #[test]
 fn human_output_and_quiet() {
     let emu = symmetric_emulator();
-    let run = run(with(
-        emu.register(),
-        &[
-            "--symmetric-key",
-            DEVICE_KEY,
-            "--registration-id",
-            "cli-sym-1",
-            "--quiet",
-        ],
-    ));
+    let run = run(with(with(emu.register(), &SYM_DEVICE), &["--quiet"]));
     run.ok();
     assert!(run.stderr.is_empty(), "--quiet: {run}");
     assert!(
@@ -472,21 +463,7 @@ fn x509_from_files_and_a_certificate_from_a_csr() {
         ],
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains(": OK"));
-    let subject = hsm_testkit::tools::openssl(
-        emu.dir.path(),
-        &[
-            "x509",
-            "-noout",
-            "-subject",
-            "-in",
-            issued.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        String::from_utf8_lossy(&subject.stdout)
-            .replace(" ", "")
-            .contains("CN=cli-x509-dev")
-    );
+    assert!(subject(emu.dir.path(), &issued).contains("CN=cli-x509-dev"));
     // The issued certificate is for the device's key.
     let pubkey = |args: &[&str]| hsm_testkit::tools::openssl(emu.dir.path(), args).stdout;
     assert_eq!(
@@ -502,12 +479,8 @@ fn symmetric_key_with_a_csr_key_gets_a_certificate() {
     let key_path = write(emu.dir.path(), "csr.key.pem", key.serialize_pem());
     let issued = emu.path("issued.pem");
     let run = run(with(
-        emu.register(),
+        with(emu.register(), &SYM_DEVICE),
         &[
-            "--symmetric-key",
-            DEVICE_KEY,
-            "--registration-id",
-            "cli-sym-1",
             "--csr-key",
             key_path.to_str().unwrap(),
             "--issued-cert-out",
@@ -517,21 +490,7 @@ fn symmetric_key_with_a_csr_key_gets_a_certificate() {
     run.ok();
     assert!(run.stdout.contains("issued chain"), "{run}");
     assert!(run.stdout.contains("TLS client certificate"), "{run}");
-    let subject = hsm_testkit::tools::openssl(
-        emu.dir.path(),
-        &[
-            "x509",
-            "-noout",
-            "-subject",
-            "-in",
-            issued.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        String::from_utf8_lossy(&subject.stdout)
-            .replace(" ", "")
-            .contains("CN=cli-sym-1")
-    );
+    assert!(subject(emu.dir.path(), &issued).contains("CN=cli-sym-1"));
 }
 
 #[test]

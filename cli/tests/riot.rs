@@ -15,25 +15,9 @@ const UDS: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5
 const FWID: &str = "2222222222222222222222222222222222222222222222222222222222222222";
 const SEED: &str = "000102030405060708090a0b0c0d0e0f";
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).replace(' ', "")
-}
-
-fn subject(dir: &Path, pem: &Path) -> String {
-    text(
-        &openssl(
-            dir,
-            &["x509", "-noout", "-subject", "-in", pem.to_str().unwrap()],
-        )
-        .stdout,
-    )
-}
-
-#[test]
-fn device_certificates_verify_with_openssl() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("device");
-    let run = run([
+/// `riot device` for the test device, its certificates written to `out`.
+fn run_device(out: &Path) -> Run {
+    run([
         "riot",
         "device",
         "--uds-hex",
@@ -46,7 +30,14 @@ fn device_certificates_verify_with_openssl() {
         "cli-dice-01",
         "--out-dir",
         out.to_str().unwrap(),
-    ]);
+    ])
+}
+
+#[test]
+fn device_certificates_verify_with_openssl() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("device");
+    let run = run_device(&out);
     run.ok();
     assert!(
         run.stdout.starts_with("registration id: cli-dice-01\n"),
@@ -86,21 +77,7 @@ fn device_certificates_verify_with_openssl() {
     );
     // The same inputs give the same device (DICE is deterministic).
     let again = dir.path().join("again");
-    common::run([
-        "riot",
-        "device",
-        "--uds-hex",
-        UDS,
-        "--fwid-hex",
-        FWID,
-        "--root-seed-hex",
-        SEED,
-        "--registration-id",
-        "cli-dice-01",
-        "--out-dir",
-        again.to_str().unwrap(),
-    ])
-    .ok();
+    run_device(&again).ok();
     assert_eq!(
         std::fs::read(again.join("chain.pem")).unwrap(),
         std::fs::read(out.join("chain.pem")).unwrap()

@@ -8,6 +8,8 @@
 //! Run: `cargo bench -p dps-emulator --bench registrations`. Under `cargo test --benches` it
 //! does a short smoke run.
 #![allow(clippy::unwrap_used, missing_docs, unreachable_pub)]
+// A benchmark harness: an `expect` is a failed set-up, reported with what failed.
+#![allow(clippy::expect_used)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;

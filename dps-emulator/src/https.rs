@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::listener::Accepted;
+use crate::service::{Reply, Request, RequestKind, Service, Transport};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
@@ -11,12 +13,6 @@ use hyper::service::service_fn;
 use hyper::{Method, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls_pki_types::CertificateDer;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
-use tokio_rustls::TlsAcceptor;
-
-use crate::sas::percent_decode;
-use crate::service::{Reply, Request, RequestKind, Service, Transport};
 
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -52,76 +48,25 @@ impl std::fmt::Display for DropConnection {
 
 impl std::error::Error for DropConnection {}
 
-pub(crate) async fn serve(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    service: Arc<Service>,
-    limits: Limits,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.changed() => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        // Replies go out in more than one write; don't let Nagle hold the second back.
-        let _ = stream.set_nodelay(true);
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "connection limit reached, closing");
-            continue;
-        };
-        let acceptor = acceptor.clone();
+/// Serves one HTTPS connection: HTTP/1.1, each request's headers within the read timeout.
+pub(crate) async fn session(accepted: Accepted, service: Arc<Service>, limits: Limits) {
+    let Accepted {
+        stream,
+        peer,
+        chain,
+    } = accepted;
+    let svc = service_fn(move |req| {
         let service = service.clone();
-        let mut shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let tls = match tokio::time::timeout(limits.read_timeout, acceptor.accept(stream)).await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let chain: Arc<Vec<CertificateDer<'static>>> = Arc::new(
-                tls.get_ref()
-                    .1
-                    .peer_certificates()
-                    .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
-                    .unwrap_or_default(),
-            );
-            let svc = service_fn(move |req| {
-                let service = service.clone();
-                let chain = chain.clone();
-                async move { handle(&service, &chain, req).await }
-            });
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.read_timeout)
-                .serve_connection(TokioIo::new(tls), svc);
-            tokio::pin!(connection);
-            tokio::select! {
-                r = connection.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(%peer, error = %e, "connection ended");
-                    }
-                }
-                _ = shutdown.changed() => {}
-            }
-        });
+        let chain = chain.clone();
+        async move { handle(&service, &chain, req).await }
+    });
+    let served = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.read_timeout)
+        .serve_connection(TokioIo::new(stream), svc)
+        .await;
+    if let Err(e) = served {
+        tracing::debug!(%peer, error = %e, "connection ended");
     }
 }
 
@@ -220,15 +165,17 @@ enum Tail {
 impl Route {
     fn parse(path: &str) -> Option<Self> {
         let mut parts = path.strip_prefix('/')?.split('/');
-        let id_scope = percent_decode(parts.next()?)?;
+        let id_scope = hsm_core::percent::decode_utf8(parts.next()?)?;
         if parts.next()? != "registrations" {
             return None;
         }
-        let registration_id = percent_decode(parts.next()?)?;
+        let registration_id = hsm_core::percent::decode_utf8(parts.next()?)?;
         let operation = match (parts.next(), parts.next()) {
             (None, None) => None,
             (Some("register"), None) => Some(Tail::Register),
-            (Some("operations"), Some(id)) => Some(Tail::Operation(percent_decode(id)?)),
+            (Some("operations"), Some(id)) => {
+                Some(Tail::Operation(hsm_core::percent::decode_utf8(id)?))
+            }
             _ => return None,
         };
         if parts.next().is_some() || id_scope.is_empty() {
@@ -245,7 +192,9 @@ impl Route {
 pub(crate) fn query_param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;
-        (k == name).then(|| percent_decode(v)).flatten()
+        (k == name)
+            .then(|| hsm_core::percent::decode_utf8(v))
+            .flatten()
     })
 }
 

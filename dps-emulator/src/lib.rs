@@ -1,17 +1,18 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+mod clock;
 mod config;
 mod enrollment;
 mod error;
 mod faults;
 mod https;
+mod listener;
 mod mqtt;
 mod sas;
 mod service;
 mod store;
 mod tls;
-mod tpm;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -34,7 +35,7 @@ pub use faults::{Fault, FaultKind, FaultTarget};
 pub use https::{Limits, MAX_BODY, fuzz_route};
 pub use mqtt::fuzz_topic;
 pub use sas::{SasError, SasToken};
-pub use service::{API_VERSIONS, RegistrationRecord};
+pub use service::{API_VERSIONS, AttestationKind, RegistrationRecord};
 
 use service::{Service, Settings};
 
@@ -231,27 +232,31 @@ impl EmulatorBuilder {
             addr: self.https,
             source,
         })?;
-        let mut tasks = vec![tokio::spawn(https::serve(
+        let mut tasks = vec![tokio::spawn(listener::serve(
+            "https",
             https_listener,
             TlsAcceptor::from(Arc::new(https_tls)),
             service.clone(),
             self.limits,
             watch_rx.clone(),
+            https::session,
         ))];
         let mut mqtt_addr = None;
         if let Some(addr) = self.mqtt {
-            let listener = bind(addr).await?;
+            let mqtt_listener = bind(addr).await?;
             mqtt_addr = Some(
-                listener
+                mqtt_listener
                     .local_addr()
                     .map_err(|source| Error::Bind { addr, source })?,
             );
-            tasks.push(tokio::spawn(mqtt::serve(
-                listener,
+            tasks.push(tokio::spawn(listener::serve(
+                "mqtt",
+                mqtt_listener,
                 TlsAcceptor::from(Arc::new(mqtt_tls)),
                 service.clone(),
                 self.limits,
                 watch_rx,
+                mqtt::serve_session,
             )));
         }
         tracing::info!(%https_addr, ?mqtt_addr, id_scope = %service.settings.id_scope, "dps-emulator listening");

@@ -4,6 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::https::{Limits, MAX_BODY, query_param};
+use crate::listener::Accepted;
+use crate::service::{Request, RequestKind, Service, Transport};
 use bytes::BytesMut;
 use rumqttc::mqttbytes::v4::{
     ConnAck, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode, UnsubAck,
@@ -11,65 +14,19 @@ use rumqttc::mqttbytes::v4::{
 use rumqttc::mqttbytes::{Error as MqttError, QoS};
 use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
-use tokio_rustls::TlsAcceptor;
-
-use crate::https::{Limits, MAX_BODY, query_param};
-use crate::service::{Request, RequestKind, Service, Transport};
 
 const REGISTER_TOPIC: &str = "$dps/registrations/PUT/iotdps-register/";
 const STATUS_TOPIC: &str = "$dps/registrations/GET/iotdps-get-operationstatus/";
 
-pub(crate) async fn serve(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    service: Arc<Service>,
-    limits: Limits,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.changed() => return,
-        };
-        let Ok((stream, peer)) = accepted else {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
-        };
-        // Replies go out in more than one write; don't let Nagle hold the second back.
-        let _ = stream.set_nodelay(true);
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "connection limit reached, closing");
-            continue;
-        };
-        let acceptor = acceptor.clone();
-        let service = service.clone();
-        let mut shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let Ok(Ok(tls)) =
-                tokio::time::timeout(limits.read_timeout, acceptor.accept(stream)).await
-            else {
-                tracing::debug!(%peer, "MQTT TLS handshake failed or timed out");
-                return;
-            };
-            let chain: Vec<CertificateDer<'static>> = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
-                .unwrap_or_default();
-            tokio::select! {
-                r = session(tls, &service, &chain, limits) => {
-                    if let Err(e) = r {
-                        tracing::debug!(%peer, error = %e, "MQTT session ended");
-                    }
-                }
-                _ = shutdown.changed() => {}
-            }
-        });
+/// Serves one MQTT connection (a DPS session).
+pub(crate) async fn serve_session(accepted: Accepted, service: Arc<Service>, limits: Limits) {
+    let Accepted {
+        stream,
+        peer,
+        chain,
+    } = accepted;
+    if let Err(e) = session(stream, &service, &chain, limits).await {
+        tracing::debug!(%peer, error = %e, "MQTT session ended");
     }
 }
 

@@ -65,8 +65,8 @@ impl SasToken {
             }
         }
         let sr_raw = sr.ok_or(SasError::Field("sr"))?;
-        let sr_decoded = percent_decode(sr_raw).ok_or(SasError::Field("sr"))?;
-        let sig = percent_decode(sig.ok_or(SasError::Field("sig"))?)
+        let sr_decoded = hsm_core::percent::decode_utf8(sr_raw).ok_or(SasError::Field("sr"))?;
+        let sig = hsm_core::percent::decode_utf8(sig.ok_or(SasError::Field("sig"))?)
             .and_then(|s| BASE64.decode(s).ok())
             .filter(|s| s.len() == 32)
             .ok_or(SasError::Field("sig"))?;
@@ -75,7 +75,7 @@ impl SasToken {
             .parse::<u64>()
             .map_err(|_| SasError::Field("se"))?;
         let skn = skn
-            .map(|s| percent_decode(s).ok_or(SasError::Field("skn")))
+            .map(|s| hsm_core::percent::decode_utf8(s).ok_or(SasError::Field("skn")))
             .transpose()?;
         Ok(Self {
             sr_raw: sr_raw.to_owned(),
@@ -144,25 +144,6 @@ fn static_name(k: &str) -> &'static str {
         "se" => "se",
         _ => "skn",
     }
-}
-
-/// Decodes `%XX` escapes (and nothing else); `None` for a bad escape or invalid UTF-8.
-pub(crate) fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

@@ -61,6 +61,9 @@ impl Ca {
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         params.serial_number = Some(random_serial());
+        // Self-signed: the authority key identifier names its own key, as strict verifiers
+        // (openssl verify -x509_strict) expect of every certificate in a chain.
+        params.use_authority_key_identifier_extension = true;
         validity(&mut params, 3650);
         let cert = params
             .self_signed(&key)
@@ -102,19 +105,25 @@ impl Ca {
         self.issuer.key().serialize_pem()
     }
 
-    /// A server certificate for these DNS names / IP addresses, with its key.
+    /// A server certificate for these DNS names / IP addresses (each once, in the order first
+    /// given), with its key.
     pub(crate) fn issue_server(
         &self,
         names: &[String],
     ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), Error> {
         let key = KeyPair::generate().map_err(cert_err("generate the server key"))?;
+        let mut unique: Vec<String> = Vec::with_capacity(names.len());
+        for name in names {
+            if !unique.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+                unique.push(name.clone());
+            }
+        }
         let mut params =
-            CertificateParams::new(names.to_vec()).map_err(cert_err("use the server names"))?;
+            CertificateParams::new(unique).map_err(cert_err("use the server names"))?;
         params
             .distinguished_name
             .push(DnType::CommonName, "dps-emulator");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.serial_number = Some(random_serial());
+        end_entity(&mut params, ExtendedKeyUsagePurpose::ServerAuth);
         validity(&mut params, 825);
         let cert = params
             .signed_by(&key, &self.issuer)
@@ -145,10 +154,7 @@ impl Ca {
             return Err(CsrError::CommonName);
         }
         let params = &mut csr.params;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.serial_number = Some(random_serial());
+        end_entity(params, ExtendedKeyUsagePurpose::ClientAuth);
         params.subject_alt_names.clear();
         let days = i64::try_from(valid_for.as_secs() / 86_400)
             .unwrap_or(365)
@@ -159,6 +165,17 @@ impl Ca {
             .map_err(|_| CsrError::Malformed)?;
         Ok(vec![cert.der().clone(), self.certificate.clone()])
     }
+}
+
+/// An end-entity certificate as strict verifiers want it: `CA:FALSE`, digital signature, the
+/// one extended key usage, subject and authority key identifiers, a random serial.
+fn end_entity(params: &mut CertificateParams, usage: ExtendedKeyUsagePurpose) {
+    // ExplicitNoCa writes basic constraints CA:FALSE and the subject key identifier.
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![usage];
+    params.use_authority_key_identifier_extension = true;
+    params.serial_number = Some(random_serial());
 }
 
 fn dn_text(value: &rcgen::DnValue) -> Option<String> {

@@ -4,15 +4,11 @@ use std::fmt;
 use std::io;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use der::{Decode as _, Encode as _};
-use hsm_core::{
-    CertificateDer, KeyAlgorithm, KeyHandle, RegistrationId, SignatureScheme, X509Attestation,
-    signature,
-};
+use hsm_core::{KeyAlgorithm, KeyHandle, SignatureScheme, signature};
 
 use super::Error;
 use super::protocol::{self, OP_PUBLIC_KEY};
@@ -139,7 +135,7 @@ impl KeyHandle for RemoteKey {
     }
 
     fn sign(&self, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, hsm_core::Error> {
-        self.algorithm.check(scheme)?;
+        hsm_core::check_scheme(self, scheme)?;
         let device = |e| hsm_core::Error::device("remote sign", e);
         let request = protocol::sign_request(scheme, message).map_err(device)?;
         let signature = self
@@ -164,70 +160,6 @@ impl fmt::Debug for RemoteKey {
             .field("algorithm", &self.algorithm)
             .field("signatures", &self.signatures())
             .finish_non_exhaustive()
-    }
-}
-
-/// X.509 attestation with a [`RemoteKey`]: the certificate chain (public, held here) and the
-/// key (in the signer).
-#[derive(Debug)]
-pub struct RemoteIdentity {
-    registration_id: RegistrationId,
-    chain: Vec<CertificateDer<'static>>,
-    key: Arc<RemoteKey>,
-}
-
-impl RemoteIdentity {
-    /// Pairs `key` with its certificate chain (leaf first). The registration id is the leaf's
-    /// common name.
-    ///
-    /// # Errors
-    /// [`Error::Certificate`] for an empty chain, a leaf that does not parse, has no common name
-    /// or certifies another key; [`Error::RegistrationId`] for a common name DPS would refuse.
-    pub fn new(key: Arc<RemoteKey>, chain: Vec<CertificateDer<'static>>) -> Result<Self, Error> {
-        let bad = |reason| Error::Certificate { reason };
-        let leaf = chain.first().ok_or_else(|| bad("it is empty"))?;
-        let leaf = x509_cert::Certificate::from_der(leaf)
-            .map_err(|_| bad("the leaf is not a DER certificate"))?;
-        let tbs = leaf.tbs_certificate();
-        let spki = tbs
-            .subject_public_key_info()
-            .to_der()
-            .map_err(|_| bad("the leaf's public key does not encode"))?;
-        if spki != key.public_key_der() {
-            return Err(bad("the leaf certifies another key"));
-        }
-        let common_name = tbs
-            .subject()
-            .common_name()
-            .ok()
-            .flatten()
-            .map(|cn| cn.value().into_owned())
-            .ok_or_else(|| bad("the leaf has no common name"))?;
-        let registration_id = RegistrationId::new(common_name).map_err(Error::RegistrationId)?;
-        Ok(Self {
-            registration_id,
-            chain,
-            key,
-        })
-    }
-
-    /// The key, as its concrete type.
-    pub fn key(&self) -> &Arc<RemoteKey> {
-        &self.key
-    }
-}
-
-impl X509Attestation for RemoteIdentity {
-    fn registration_id(&self) -> &RegistrationId {
-        &self.registration_id
-    }
-
-    fn certificate_chain(&self) -> &[CertificateDer<'static>] {
-        &self.chain
-    }
-
-    fn alias_key(&self) -> Arc<dyn KeyHandle> {
-        self.key.clone()
     }
 }
 

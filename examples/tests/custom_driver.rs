@@ -11,11 +11,9 @@ use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 
 use base64::Engine as _;
-use hsm_core::{KeyAlgorithm, KeyHandle, SignatureScheme, X509Attestation};
+use hsm_core::{CertifiedKey, KeyAlgorithm, KeyHandle, SignatureScheme, X509Attestation};
 use hsm_examples::dev_ca::DevCa;
-use hsm_examples::remote_signer::{
-    Error, MAX_FRAME, RemoteIdentity, RemoteKey, SignerKey, SignerProcess, Status,
-};
+use hsm_examples::remote_signer::{Error, MAX_FRAME, RemoteKey, SignerKey, SignerProcess, Status};
 use hsm_testkit::Subject;
 
 /// The driver's handle together with the signer process it talks to, so that the process lives
@@ -63,7 +61,7 @@ fn subject(algorithm: &'static rcgen::SignatureAlgorithm, name: &str) -> Subject
     let key = Arc::new(RemoteKey::connect(signer.socket()).unwrap());
     let ca = DevCa::generate("remote-signer conformance CA").unwrap();
     let leaf = ca.issue(key.clone(), "remote-signer-device").unwrap();
-    let identity = RemoteIdentity::new(key.clone(), vec![leaf, ca.certificate().clone()]).unwrap();
+    let identity = CertifiedKey::new(key.clone(), vec![leaf, ca.certificate().clone()]).unwrap();
 
     // The key is in the signer process only; none of it may show in this process's objects.
     let mut secrets: Vec<String> = key_pem
@@ -163,12 +161,12 @@ fn a_chain_for_another_key_is_refused() {
     let other = hsm_testkit::pki::TestCa::new("other CA")
         .issue_client("other-device", &rcgen::PKCS_ECDSA_P256_SHA256);
     assert!(matches!(
-        RemoteIdentity::new(key.clone(), other.chain),
-        Err(Error::Certificate { .. })
+        CertifiedKey::new(key.clone(), other.chain),
+        Err(hsm_core::Error::Certificate { .. })
     ));
     assert!(matches!(
-        RemoteIdentity::new(key, Vec::new()),
-        Err(Error::Certificate { .. })
+        CertifiedKey::new(key, Vec::new()),
+        Err(hsm_core::Error::Certificate { .. })
     ));
 }
 

@@ -1,6 +1,6 @@
 use std::error::Error as StdError;
 
-use crate::{KeyAlgorithm, SignatureScheme};
+use crate::{CertificateProblem, KeyAlgorithm, SignatureScheme};
 
 /// The cause a driver reports for a failed device operation (a PKCS#11 return value, a TPM
 /// response code, an I/O error, ...). Boxed so that `hsm-core` stays free of driver types.
@@ -45,6 +45,22 @@ pub enum Error {
     InvalidSasToken {
         /// What is wrong.
         reason: &'static str,
+    },
+
+    /// A certificate chain cannot serve as an X.509 identity for its key (see
+    /// [`CertifiedKey`](crate::CertifiedKey)).
+    #[error("{problem}")]
+    Certificate {
+        /// What is wrong with it.
+        problem: CertificateProblem,
+    },
+
+    /// A certificate signing request could not be encoded.
+    #[error("cannot encode the certificate signing request")]
+    Csr {
+        /// The encoder's error.
+        #[source]
+        source: DeviceError,
     },
 
     /// A device (HSM, token, TPM, key store) operation failed; `source` holds the device's cause.

@@ -35,3 +35,20 @@ pub trait KeyHandle: Debug + Send + Sync {
         self.algorithm().schemes()
     }
 }
+
+/// `Ok(())` when `key` can sign with `scheme`: the scheme is among the key's
+/// [`schemes`](KeyHandle::schemes) (which a driver narrows to what its backend offers, never
+/// widens beyond the algorithm's). Drivers call this first in [`KeyHandle::sign`].
+///
+/// # Errors
+/// [`Error::UnsupportedScheme`] naming the key's algorithm and the scheme.
+pub fn check_scheme<K: KeyHandle + ?Sized>(key: &K, scheme: SignatureScheme) -> Result<(), Error> {
+    if key.schemes().contains(&scheme) && key.algorithm().supports(scheme) {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedScheme {
+            algorithm: key.algorithm(),
+            scheme,
+        })
+    }
+}

@@ -3,8 +3,12 @@
 
 mod algorithm;
 mod attestation;
+mod certified_key;
+#[cfg(feature = "rcgen")]
+mod csr;
 mod error;
 mod key;
+pub mod percent;
 #[cfg(feature = "rcgen")]
 mod rcgen_signer;
 mod registration_id;
@@ -14,8 +18,11 @@ pub mod signature;
 
 pub use algorithm::{KeyAlgorithm, SignatureScheme};
 pub use attestation::{SymmetricKeyAttestation, TpmAttestation, X509Attestation};
+pub use certified_key::{CertificateProblem, CertifiedKey};
+#[cfg(feature = "rcgen")]
+pub use csr::csr_der;
 pub use error::{DeviceError, Error};
-pub use key::KeyHandle;
+pub use key::{KeyHandle, check_scheme};
 #[cfg(feature = "rcgen")]
 pub use rcgen_signer::RcgenSigner;
 pub use registration_id::{

@@ -1,5 +1,5 @@
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use spki::der::Decode as _;
 
@@ -12,12 +12,14 @@ use crate::{Error, KeyAlgorithm, KeyHandle, SignatureScheme};
 /// SHA-256, Ed25519.
 ///
 /// rcgen's error for a failed remote signature carries no cause, so the handle's error is logged
-/// (at `warn`) before it is mapped to `rcgen::Error::RemoteKeyError`.
+/// (at `warn`) before it is mapped to `rcgen::Error::RemoteKeyError`, and kept: after rcgen
+/// returns that error, [`take_error`](Self::take_error) gives the driver's own.
 pub struct RcgenSigner {
     key: Arc<dyn KeyHandle>,
     scheme: SignatureScheme,
     algorithm: &'static rcgen::SignatureAlgorithm,
     public_key: Vec<u8>,
+    last_error: Mutex<Option<Error>>,
 }
 
 impl RcgenSigner {
@@ -40,12 +42,7 @@ impl RcgenSigner {
             KeyAlgorithm::Rsa { .. } => (SignatureScheme::RsaPkcs1Sha256, &rcgen::PKCS_RSA_SHA256),
             KeyAlgorithm::Ed25519 => (SignatureScheme::Ed25519, &rcgen::PKCS_ED25519),
         };
-        if !key.schemes().contains(&scheme) {
-            return Err(Error::UnsupportedScheme {
-                algorithm: key.algorithm(),
-                scheme,
-            });
-        }
+        crate::check_scheme(key.as_ref(), scheme)?;
         let public_key = spki::SubjectPublicKeyInfoRef::from_der(key.public_key_der())
             .map_err(|e| Error::device("parse the handle's public key", e))?
             .subject_public_key
@@ -56,12 +53,22 @@ impl RcgenSigner {
             scheme,
             algorithm,
             public_key,
+            last_error: Mutex::new(None),
         })
     }
 
     /// The scheme certificates and CSRs are signed with.
     pub fn scheme(&self) -> SignatureScheme {
         self.scheme
+    }
+
+    /// The handle's error behind the last `rcgen::Error::RemoteKeyError`, if any (taken, so a
+    /// second call returns `None`).
+    pub fn take_error(&self) -> Option<Error> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 }
 
@@ -92,6 +99,10 @@ impl rcgen::SigningKey for RcgenSigner {
                 self.scheme,
                 std::error::Error::source(&e)
             );
+            *self
+                .last_error
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
             rcgen::Error::RemoteKeyError
         })
     }

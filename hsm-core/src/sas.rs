@@ -104,7 +104,9 @@ impl SasTokenBuilder {
     /// The `sr` value as it will appear in the token.
     pub fn encoded_resource(&self) -> String {
         match self.encoding {
-            ResourceEncoding::LowercasePercent => url_encode(&self.resource, Case::Lower),
+            ResourceEncoding::LowercasePercent => {
+                crate::percent::encode_lowercase(self.resource.as_bytes())
+            }
             ResourceEncoding::Plain => self.resource.clone(),
         }
     }
@@ -143,14 +145,14 @@ impl SasTokenBuilder {
     ) -> Result<SasToken, Error> {
         let (expiry, to_sign) = self.string_to_sign()?;
         let mac = Zeroizing::new(hmac_sha256(to_sign.as_bytes())?);
-        let sig = url_encode(&BASE64.encode(mac.as_slice()), Case::Upper);
+        let sig = crate::percent::encode(BASE64.encode(mac.as_slice()).as_bytes());
         let mut token = format!(
             "SharedAccessSignature sr={}&sig={sig}&se={expiry}",
             self.encoded_resource()
         );
         if let Some(skn) = &self.key_name {
             token.push_str("&skn=");
-            token.push_str(&url_encode(skn, Case::Upper));
+            token.push_str(&crate::percent::encode(skn.as_bytes()));
         }
         Ok(SasToken {
             token: Zeroizing::new(token),
@@ -194,31 +196,6 @@ impl fmt::Debug for SasToken {
             .field("signature", &"[redacted]")
             .finish()
     }
-}
-
-#[derive(Clone, Copy)]
-enum Case {
-    Lower,
-    Upper,
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters.
-fn url_encode(text: &str, case: Case) -> String {
-    let digits = match case {
-        Case::Lower => b"0123456789abcdef",
-        Case::Upper => b"0123456789ABCDEF",
-    };
-    let mut out = String::with_capacity(text.len() * 3);
-    for &b in text.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push('%');
-            out.push(digits[usize::from(b >> 4)] as char);
-            out.push(digits[usize::from(b & 0xf)] as char);
-        }
-    }
-    out
 }
 
 #[cfg(test)]

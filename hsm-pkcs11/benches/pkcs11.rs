@@ -10,6 +10,8 @@
 //! Run: `cargo bench -p hsm-pkcs11 --bench pkcs11` (needs softhsm2, opensc, libssl-dev,
 //! libengine-pkcs11-openssl; `./scripts/test.sh` installs them). Under `cargo test --benches`
 //! it does a short smoke run.
+// A benchmark harness: an `expect` is a failed set-up, reported with what failed.
+#![allow(clippy::expect_used)]
 
 use std::path::Path;
 use std::process::Command;
@@ -19,7 +21,7 @@ use std::time::{Duration, Instant};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass};
 use hsm_core::{KeyHandle, SignatureScheme};
-use hsm_pkcs11::Pkcs11Identity;
+use hsm_pkcs11::Pkcs11IdentityBuilder;
 use hsm_testkit::pki::{TestCa, cert_pem};
 use hsm_testkit::report::{self, Goal};
 use hsm_testkit::softhsm::{SO_PIN, SoftHsm, USER_PIN};
@@ -97,12 +99,15 @@ fn main() {
         "pkcs11:token=bench;object=bench?module-path={}&pin-value={USER_PIN}",
         module.display()
     );
-    let identity = Pkcs11Identity::builder(uri.parse().expect("uri"))
+    let identity = Pkcs11IdentityBuilder::new(uri.parse().expect("uri"))
         .certificates_file(&chain_pem)
         .build()
         .expect("identity on SoftHSM");
-    let key = identity.key().clone();
-    let handle: Arc<dyn KeyHandle> = key.clone();
+    // The same key as its concrete type, for the bare cryptoki baseline on its token.
+    let uri: hsm_pkcs11::Pkcs11Uri = uri.parse().expect("uri");
+    let token = hsm_pkcs11::Token::open(&uri).expect("token");
+    let key = Arc::new(hsm_pkcs11::Pkcs11Key::open(&token, &uri).expect("key"));
+    let handle = identity.key().clone();
 
     println!(
         "hsm-pkcs11 on SoftHSM2, ECDSA P-256, {} rounds",
@@ -283,7 +288,7 @@ fn thread_scaling(settings: &Settings, key: &hsm_pkcs11::Pkcs11Key, handle: &Arc
 fn handshake_ratio(
     settings: &Settings,
     server: &RustlsServer,
-    identity: &Pkcs11Identity,
+    identity: &hsm_core::CertifiedKey,
     client: &hsm_testkit::pki::Identity,
 ) -> (f64, f64) {
     let mut roots = RootCertStore::empty();
@@ -391,7 +396,7 @@ fn openssl_engine_ratio(
         "pkcs11:token=bench;object=bench?module-path={}&pin-value={USER_PIN}",
         module.display()
     );
-    let identity = Pkcs11Identity::builder(uri.parse().expect("uri"))
+    let identity = Pkcs11IdentityBuilder::new(uri.parse().expect("uri"))
         .certificates_file(chain_pem)
         .build()
         .expect("identity");

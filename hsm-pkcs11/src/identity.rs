@@ -6,64 +6,24 @@ use std::sync::Arc;
 
 use cryptoki::object::{AttributeType, ObjectClass};
 use der::{Decode as _, Encode as _};
-use hsm_core::{CertificateDer, KeyHandle, RegistrationId, X509Attestation};
+use hsm_core::{CertificateDer, CertifiedKey, RegistrationId};
 use x509_cert::Certificate;
 
 use crate::objects::{Locator, bytes_attribute, find_all};
 use crate::public_key::certificate_spki;
 use crate::{Error, OpenOptions, Pkcs11Key, Pkcs11Uri, Token};
 
-/// An X.509 device identity whose private key stays on a PKCS#11 token.
+/// Builds an X.509 identity (a [`CertifiedKey`]) whose private key stays on a PKCS#11 token.
 ///
 /// ```no_run
-/// use hsm_core::X509Attestation;
-/// use hsm_pkcs11::Pkcs11Identity;
+/// use hsm_pkcs11::Pkcs11IdentityBuilder;
 ///
 /// let uri = "pkcs11:token=device;object=device-key\
 ///     ?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=/run/secrets/pin".parse()?;
-/// let identity = Pkcs11Identity::builder(uri).build()?; // leaf and chain from the token
+/// let identity = Pkcs11IdentityBuilder::new(uri).build()?; // leaf and chain from the token
 /// println!("{}", identity.registration_id());
 /// # Ok::<(), hsm_pkcs11::Error>(())
 /// ```
-#[derive(Debug)]
-pub struct Pkcs11Identity {
-    registration_id: RegistrationId,
-    chain: Vec<CertificateDer<'static>>,
-    key: Arc<Pkcs11Key>,
-}
-
-impl Pkcs11Identity {
-    /// A builder for the key the URI names.
-    pub fn builder(uri: Pkcs11Uri) -> Pkcs11IdentityBuilder {
-        Pkcs11IdentityBuilder {
-            uri,
-            options: OpenOptions::default(),
-            certificates: None,
-            registration_id: None,
-        }
-    }
-
-    /// The key as its concrete type.
-    pub fn key(&self) -> &Arc<Pkcs11Key> {
-        &self.key
-    }
-}
-
-impl X509Attestation for Pkcs11Identity {
-    fn registration_id(&self) -> &RegistrationId {
-        &self.registration_id
-    }
-
-    fn certificate_chain(&self) -> &[CertificateDer<'static>] {
-        &self.chain
-    }
-
-    fn alias_key(&self) -> Arc<dyn KeyHandle> {
-        self.key.clone()
-    }
-}
-
-/// Builds a [`Pkcs11Identity`].
 #[derive(Debug)]
 pub struct Pkcs11IdentityBuilder {
     uri: Pkcs11Uri,
@@ -73,6 +33,16 @@ pub struct Pkcs11IdentityBuilder {
 }
 
 impl Pkcs11IdentityBuilder {
+    /// A builder for the key the URI names.
+    pub fn new(uri: Pkcs11Uri) -> Self {
+        Self {
+            uri,
+            options: OpenOptions::default(),
+            certificates: None,
+            registration_id: None,
+        }
+    }
+
     /// Module and PIN options.
     pub fn options(mut self, options: OpenOptions) -> Self {
         self.options = options;
@@ -99,7 +69,7 @@ impl Pkcs11IdentityBuilder {
     /// # Errors
     /// Any error of [`Token::open_with`] and [`Pkcs11Key::open`], [`Error::CertificateFile`],
     /// [`Error::ObjectNotFound`] for a missing certificate, [`Error::KeyMismatch`].
-    pub fn build(self) -> Result<Pkcs11Identity, Error> {
+    pub fn build(self) -> Result<CertifiedKey, Error> {
         let token = Token::open_with(&self.uri, &self.options)?;
         let chain = match &self.certificates {
             Some(path) => {
@@ -122,38 +92,24 @@ impl Pkcs11IdentityBuilder {
             }
             other => other?,
         };
-        if key.public_key_der() != leaf_spki {
-            return Err(Error::KeyMismatch {
-                selector: Locator::from_uri(&self.uri)?.describe(),
-            });
-        }
-        let registration_id = match self.registration_id {
-            Some(id) => id,
-            None => {
-                let cert =
-                    Certificate::from_der(&chain[0]).map_err(|_| Error::MalformedCertificate {
-                        what: "leaf".into(),
-                    })?;
-                let cn = cert
-                    .tbs_certificate()
-                    .subject()
-                    .common_name()
-                    .ok()
-                    .flatten()
-                    .map(|cn| cn.value().into_owned())
-                    .ok_or(Error::MalformedCertificate {
-                        what: "leaf has no common name; set a registration id".into(),
-                    })?;
-                RegistrationId::new(cn).map_err(|_| Error::MalformedCertificate {
-                    what: "leaf common name is not a valid registration id".into(),
-                })?
-            }
-        };
-        Ok(Pkcs11Identity {
-            registration_id,
-            chain,
-            key: Arc::new(key),
-        })
+        let selector = Locator::from_uri(&self.uri)?.describe();
+        CertifiedKey::with_optional_registration_id(Arc::new(key), chain, self.registration_id)
+            .map_err(|e| {
+                use hsm_core::CertificateProblem as P;
+                let what = match e {
+                    hsm_core::Error::Certificate {
+                        problem: P::KeyMismatch,
+                    } => return Error::KeyMismatch { selector },
+                    hsm_core::Error::Certificate {
+                        problem: P::NoCommonName,
+                    } => "leaf has no common name; set a registration id",
+                    hsm_core::Error::Certificate {
+                        problem: P::InvalidCommonName { .. },
+                    } => "leaf common name is not a valid registration id",
+                    _ => "leaf",
+                };
+                Error::MalformedCertificate { what: what.into() }
+            })
     }
 }
 

@@ -210,13 +210,7 @@ impl KeyHandle for Pkcs11Key {
     }
 
     fn sign(&self, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, hsm_core::Error> {
-        self.algorithm.check(scheme)?;
-        if !self.schemes.contains(&scheme) {
-            return Err(hsm_core::Error::UnsupportedScheme {
-                algorithm: self.algorithm,
-                scheme,
-            });
-        }
+        hsm_core::check_scheme(self, scheme)?;
         let (mechanism, data) = self.mechanism(scheme, message);
         let raw = self
             .object

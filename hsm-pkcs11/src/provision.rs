@@ -214,30 +214,6 @@ pub(crate) fn private_key_attributes() -> [Attribute; 7] {
     ]
 }
 
-/// A PKCS#10 CSR for `key` with the given common name, signed on the token. Returns DER.
-///
-/// # Errors
-/// [`Error::Certificate`] when rcgen or the token fails.
-pub fn create_csr(key: &Arc<Pkcs11Key>, common_name: &str) -> Result<Vec<u8>, Error> {
-    let signer = signer(key)?;
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|source| {
-        Error::Certificate {
-            what: "CSR",
-            source,
-        }
-    })?;
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, common_name);
-    let csr = params
-        .serialize_request(&signer)
-        .map_err(|source| Error::Certificate {
-            what: "CSR",
-            source,
-        })?;
-    Ok(csr.der().to_vec())
-}
-
 /// A self-signed end-entity certificate for `key` with the given common name (client
 /// authentication), signed on the token.
 ///

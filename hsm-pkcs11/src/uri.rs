@@ -183,7 +183,7 @@ impl Pkcs11Uri {
                     return Err(UriError::Duplicate(name));
                 }
                 seen.push(name.clone());
-                let bytes = percent_decode(raw)
+                let bytes = hsm_core::percent::decode(raw)
                     .ok_or_else(|| UriError::BadPercentEncoding(name.clone()))?;
                 uri.set(component, &name, bytes)?;
             }
@@ -324,33 +324,13 @@ fn parse_version(value: &str) -> Option<(u8, u8)> {
     Some((major.parse().ok()?, minor.parse().ok()?))
 }
 
-fn percent_decode(raw: &str) -> Option<Vec<u8>> {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    Some(out)
-}
-
 /// Percent-encodes everything outside RFC 3986's unreserved set (and `id` always fully).
 fn encode(out: &mut String, bytes: &[u8], all: bool) {
-    for &b in bytes {
-        if !all && (b.is_ascii_alphanumeric() || b"-._~".contains(&b)) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02x}"));
-        }
-    }
+    out.push_str(&if all {
+        hsm_core::percent::encode_every_byte_lowercase(bytes)
+    } else {
+        hsm_core::percent::encode_lowercase(bytes)
+    });
 }
 
 impl fmt::Display for Pkcs11Uri {

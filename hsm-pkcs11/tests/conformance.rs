@@ -7,7 +7,7 @@
 mod common;
 
 use hsm_core::X509Attestation;
-use hsm_pkcs11::Pkcs11Identity;
+use hsm_pkcs11::Pkcs11IdentityBuilder;
 use hsm_testkit::Subject;
 use hsm_testkit::softhsm::{SoftHsm, USER_PIN};
 
@@ -15,7 +15,7 @@ fn subject(name: &str) -> Subject {
     let softhsm = SoftHsm::current();
     common::token_with_fixture(&softhsm, "conformance", name);
     let uri = softhsm.uri("conformance", "device").parse().unwrap();
-    let identity = Pkcs11Identity::builder(uri).build().unwrap();
+    let identity = Pkcs11IdentityBuilder::new(uri).build().unwrap();
     assert_eq!(
         identity.certificate_chain().len(),
         2,

@@ -14,7 +14,8 @@ use hsm_core::{
     SymmetricKeyAttestation, X509Attestation,
 };
 use hsm_pkcs11::{
-    Error, KeySpec, OpenOptions, Pin, Pkcs11HmacKey, Pkcs11Identity, Pkcs11Key, Pkcs11Uri, Token,
+    Error, KeySpec, OpenOptions, Pin, Pkcs11HmacKey, Pkcs11IdentityBuilder, Pkcs11Key, Pkcs11Uri,
+    Token,
 };
 use hsm_testkit::softhsm::{SO_PIN, SoftHsm, USER_PIN};
 use hsm_testkit::verify;
@@ -139,7 +140,7 @@ fn generated_keys_are_sensitive_never_extractable_and_listed_by_pkcs11_tool() {
             assert_eq!(key.algorithm(), algorithm);
             assert_signs(key.as_ref());
             // CSR and self-signed certificate through the handle, stored back on the token.
-            let csr = hsm_pkcs11::create_csr(&key, label).unwrap();
+            let csr = hsm_core::csr_der(key.clone(), label).unwrap();
             assert!(!csr.is_empty());
             let cert = hsm_pkcs11::self_signed_certificate(&key, label).unwrap();
             token.store_certificate(&key_uri, &cert).unwrap();
@@ -235,13 +236,13 @@ fn identity_with_certificate_file_and_mismatch() {
         softhsm.import_key("files", &common::fixture("p256.key.pem"), "device", "01");
         // The chain comes from the file, not the token.
         let text = softhsm.uri("files", "device");
-        let identity = Pkcs11Identity::builder(uri(&text))
+        let identity = Pkcs11IdentityBuilder::new(uri(&text))
             .certificates_file(common::fixture("p256-chain.pem"))
             .build()
             .unwrap();
         assert_eq!(identity.registration_id().as_str(), "device-p256");
         assert_signs(identity.alias_key().as_ref());
-        let err = Pkcs11Identity::builder(uri(&text))
+        let err = Pkcs11IdentityBuilder::new(uri(&text))
             .certificates_file(common::fixture("p384-chain.pem"))
             .build()
             .unwrap_err();
@@ -381,7 +382,7 @@ fn bad_input_gives_typed_errors() {
         assert!(debug.contains("[redacted]"), "{debug}");
 
         // Key and certificate that do not match.
-        let err = Pkcs11Identity::builder(uri(&softhsm.uri("errors", "device")))
+        let err = Pkcs11IdentityBuilder::new(uri(&softhsm.uri("errors", "device")))
             .certificates_file(common::fixture("p384.pem"))
             .build()
             .unwrap_err();

@@ -19,7 +19,7 @@ mod x509;
 
 use std::sync::Arc;
 
-use hsm_core::{CertificateDer, KeyHandle, RegistrationId, SecretBytes, X509Attestation};
+use hsm_core::{CertificateDer, CertifiedKey, RegistrationId, SecretBytes};
 use p256::elliptic_curve::PrimeField as _;
 use p256::{NonZeroScalar, Scalar};
 use sha2::{Digest as _, Sha256};
@@ -27,7 +27,7 @@ use zeroize::Zeroizing;
 
 pub use drbg::HmacDrbg;
 
-use crate::{DiceKey, Error};
+use crate::{DEFAULT_ALIAS_CN, DiceKey, Error};
 
 /// The C SDK's development UDS.
 pub const SDK_UDS: [u8; 32] =
@@ -60,16 +60,14 @@ pub const SDK_ROOT_POINT: [u8; 64] = {
 
 /// A device of the compatibility profile: the SDK's certificates, and the Alias key as a handle.
 ///
-/// `certificate_chain()` is what the SDK's `get_certificate` returns: the Alias certificate, then
+/// [`identity()`](Self::identity)'s chain is what the SDK's `get_certificate` returns: the Alias certificate, then
 /// the DeviceID certificate signed by the development root. The Alias and root certificates are
 /// the SDK's byte for byte; the DeviceID certificate cannot be (the SDK hashes heap pointers into
 /// its authority key identifier), so it uses SHA-1 of the root point there.
 #[derive(Debug)]
 pub struct SdkDevice {
-    registration_id: RegistrationId,
-    chain: Vec<CertificateDer<'static>>,
+    identity: CertifiedKey,
     root: CertificateDer<'static>,
-    alias: Arc<DiceKey>,
     alias_private_key: SecretBytes,
     device_id_public: [u8; 64],
 }
@@ -146,19 +144,29 @@ impl SdkDevice {
         let alias_bytes: [u8; 32] = derived.alias.to_repr().into();
         let alias_private_key = SecretBytes::new(x509::ec_private_key(&alias_bytes, &alias_public));
         let alias_signing = p256::ecdsa::SigningKey::from(derived.alias);
+        let registration_id =
+            RegistrationId::new(DEFAULT_ALIAS_CN).map_err(|e| Error::InvalidCommonName {
+                name: DEFAULT_ALIAS_CN.into(),
+                reason: e.to_string(),
+            })?;
+        let identity = CertifiedKey::with_registration_id(
+            Arc::new(DiceKey::new(alias_signing)),
+            vec![alias_cert.into(), device_cert.into()],
+            registration_id,
+        )
+        .map_err(Error::Identity)?;
         Ok(Self {
-            registration_id: RegistrationId::new("riot-device-cert").map_err(|e| {
-                Error::InvalidCommonName {
-                    name: "riot-device-cert".into(),
-                    reason: e.to_string(),
-                }
-            })?,
-            chain: vec![alias_cert.into(), device_cert.into()],
+            identity,
             root: root_cert.into(),
-            alias: Arc::new(DiceKey::new(alias_signing)),
             alias_private_key,
             device_id_public,
         })
+    }
+
+    /// The X.509 identity: the Alias key's handle and the chain Alias, DeviceID; registration id
+    /// `riot-device-cert`.
+    pub fn identity(&self) -> &CertifiedKey {
+        &self.identity
     }
 
     /// The SDK's development root certificate (its public key is the SDK's off-curve point, so
@@ -176,20 +184,6 @@ impl SdkDevice {
     /// The DeviceID public point, X then Y.
     pub fn device_id_public_point(&self) -> &[u8; 64] {
         &self.device_id_public
-    }
-}
-
-impl X509Attestation for SdkDevice {
-    fn registration_id(&self) -> &RegistrationId {
-        &self.registration_id
-    }
-
-    fn certificate_chain(&self) -> &[CertificateDer<'static>] {
-        &self.chain
-    }
-
-    fn alias_key(&self) -> Arc<dyn KeyHandle> {
-        self.alias.clone()
     }
 }
 

@@ -43,4 +43,9 @@ pub enum Error {
         #[source]
         source: rcgen::Error,
     },
+
+    /// The derived chain does not form an identity with the Alias key (a bug: the chain was
+    /// just issued for it).
+    #[error("the derived chain is not an identity for the Alias key")]
+    Identity(#[source] hsm_core::Error),
 }

@@ -2,9 +2,7 @@
 
 use std::sync::Arc;
 
-use hsm_core::{
-    CertificateDer, KeyHandle, RcgenSigner, RegistrationId, SecretBytes, X509Attestation,
-};
+use hsm_core::{CertificateDer, CertifiedKey, KeyHandle, RcgenSigner, RegistrationId, SecretBytes};
 use rcgen::Issuer as RcgenIssuer;
 
 use crate::cert::{Name, Validity, alias_params, ca_params, sign};
@@ -34,49 +32,10 @@ pub enum Issuer {
     },
 }
 
-/// A DICE device identity of the standard profile. Implements [`X509Attestation`]: the Alias key
-/// is the handle, the chain is Alias, DeviceID (and the root when one issued the DeviceID).
-#[derive(Debug)]
-pub struct RiotIdentity {
-    registration_id: RegistrationId,
-    chain: Vec<CertificateDer<'static>>,
-    alias: Arc<DiceKey>,
-    device_id_public: Vec<u8>,
-}
-
-impl RiotIdentity {
-    /// A builder; a UDS (or a CDI), the RIoT Core measurement (with a UDS) and the FWID are
-    /// required.
-    pub fn builder() -> RiotIdentityBuilder {
-        RiotIdentityBuilder::default()
-    }
-
-    /// The Alias key as its concrete type.
-    pub fn alias_key_handle(&self) -> &Arc<DiceKey> {
-        &self.alias
-    }
-
-    /// The DeviceID public key (DER SubjectPublicKeyInfo). The private key is never exposed.
-    pub fn device_id_public_key(&self) -> &[u8] {
-        &self.device_id_public
-    }
-}
-
-impl X509Attestation for RiotIdentity {
-    fn registration_id(&self) -> &RegistrationId {
-        &self.registration_id
-    }
-
-    fn certificate_chain(&self) -> &[CertificateDer<'static>] {
-        &self.chain
-    }
-
-    fn alias_key(&self) -> Arc<dyn KeyHandle> {
-        self.alias.clone()
-    }
-}
-
-/// Builds a [`RiotIdentity`].
+/// Builds a DICE device identity of the standard profile: a [`CertifiedKey`] whose key is the
+/// Alias key's handle and whose chain is Alias, DeviceID (and the root when one issued the
+/// DeviceID certificate). The DeviceID key signs the Alias certificate and is never exposed; its
+/// public key is in the DeviceID certificate (`chain()[1]`).
 #[derive(Default)]
 pub struct RiotIdentityBuilder {
     uds: Option<SecretBytes>,
@@ -105,6 +64,12 @@ impl std::fmt::Debug for RiotIdentityBuilder {
 }
 
 impl RiotIdentityBuilder {
+    /// A builder; a UDS (or a CDI), the RIoT Core measurement (with a UDS) and the FWID are
+    /// required.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
     /// The unique device secret (32 bytes).
     pub fn uds(mut self, uds: SecretBytes) -> Self {
         self.uds = Some(uds);
@@ -179,7 +144,7 @@ impl RiotIdentityBuilder {
     /// [`Error::WrongLength`] for a UDS, CDI, measurement, FWID or layer of the wrong length (or
     /// a missing one), [`Error::ZeroUds`], [`Error::InvalidCommonName`],
     /// [`Error::UnsupportedRootKey`], [`Error::RootCertificate`], [`Error::Certificate`].
-    pub fn build(self) -> Result<RiotIdentity, Error> {
+    pub fn build(self) -> Result<CertifiedKey, Error> {
         let missing = |what| Error::WrongLength {
             what,
             expected: 32,
@@ -284,12 +249,7 @@ impl RiotIdentityBuilder {
 
         let mut chain = vec![alias_cert, device_id_cert];
         chain.extend(chain_tail);
-        Ok(RiotIdentity {
-            registration_id,
-            chain,
-            device_id_public: device_id.public_key_der().to_vec(),
-            alias,
-        })
+        CertifiedKey::with_registration_id(alias, chain, registration_id).map_err(Error::Identity)
     }
 }
 

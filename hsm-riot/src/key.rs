@@ -45,7 +45,7 @@ impl KeyHandle for DiceKey {
     }
 
     fn sign(&self, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, hsm_core::Error> {
-        self.algorithm().check(scheme)?;
+        hsm_core::check_scheme(self, scheme)?;
         let signature: Signature = self.key.sign(message);
         Ok(signature.to_der().as_bytes().to_vec())
     }

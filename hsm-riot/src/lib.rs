@@ -13,8 +13,6 @@ pub mod tcb_info;
 pub use cert::{Name, Validity};
 pub use dice::{ALIAS_INFO, DEVICE_ID_INFO};
 pub use error::Error;
-pub use identity::{
-    DEFAULT_ALIAS_CN, DEFAULT_DEVICE_ID_CN, Issuer, RiotIdentity, RiotIdentityBuilder,
-};
+pub use identity::{DEFAULT_ALIAS_CN, DEFAULT_DEVICE_ID_CN, Issuer, RiotIdentityBuilder};
 pub use key::DiceKey;
 pub use root::DevRoot;

@@ -39,7 +39,7 @@ fn alias_and_root_certificates_match_the_independent_model() {
     // implementation of the same specification, not a C build.
     let device = SdkDevice::development().unwrap();
     assert_eq!(
-        device.certificate_chain()[0].as_ref(),
+        device.identity().certificate_chain()[0].as_ref(),
         pem_der(include_str!("data/sdk-alias-model.pem")),
         "Alias certificate"
     );
@@ -57,10 +57,13 @@ fn checkpoints_and_alias_key() {
         hex(device.device_id_public_point()),
         "94014b094fb4b76519ad2bb404f1be94d2ffba8cc40341160c40a6f69ee0764407c7b117080d9481a11f07753c7e584779693372f3c229fd3855e1057f1de5bb"
     );
-    assert_eq!(device.registration_id().as_str(), "riot-device-cert");
+    assert_eq!(
+        device.identity().registration_id().as_str(),
+        "riot-device-cert"
+    );
     // The Alias key signs (TLS) and its public key is the one in the Alias certificate.
-    let alias = device.alias_key();
-    let cert = x509_cert::Certificate::from_der(&device.certificate_chain()[0]).unwrap();
+    let alias = device.identity().alias_key();
+    let cert = x509_cert::Certificate::from_der(&device.identity().certificate_chain()[0]).unwrap();
     let spki = der::Encode::to_der(cert.tbs_certificate().subject_public_key_info()).unwrap();
     assert_eq!(spki, alias.public_key_der());
     let signature = alias
@@ -82,12 +85,12 @@ fn alias_certificate_is_signed_by_the_device_id_key() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("deviceid.pem"),
-        cert_pem(&device.certificate_chain()[1]),
+        cert_pem(&device.identity().certificate_chain()[1]),
     )
     .unwrap();
     std::fs::write(
         dir.path().join("alias.pem"),
-        cert_pem(&device.certificate_chain()[0]),
+        cert_pem(&device.identity().certificate_chain()[0]),
     )
     .unwrap();
     // openssl reads both and checks the Alias signature with the DeviceID key (the SDK's own

@@ -6,8 +6,9 @@
 use std::sync::Arc;
 
 use der::{Decode as _, Encode as _};
+use hsm_core::CertifiedKey;
 use hsm_core::{KeyAlgorithm, KeyHandle, SecretBytes, SignatureScheme, X509Attestation};
-use hsm_riot::{DevRoot, Error, Issuer, Name, RiotIdentity, Validity};
+use hsm_riot::{DevRoot, Error, Issuer, Name, RiotIdentityBuilder, Validity};
 use hsm_testkit::pki::cert_pem;
 use hsm_testkit::{Subject, tools};
 
@@ -24,8 +25,8 @@ fn root() -> DevRoot {
     .unwrap()
 }
 
-fn device(root: &DevRoot, fwid: &[u8; 32]) -> RiotIdentity {
-    RiotIdentity::builder()
+fn device(root: &DevRoot, fwid: &[u8; 32]) -> CertifiedKey {
+    RiotIdentityBuilder::new()
         .uds(SecretBytes::copy_from(&UDS))
         .measurement(&MEASUREMENT)
         .fwid(fwid)
@@ -47,7 +48,7 @@ fn subject() -> Subject {
             format!("{identity:?}"),
             format!(
                 "{:?}",
-                RiotIdentity::builder().uds(SecretBytes::copy_from(&UDS))
+                RiotIdentityBuilder::new().uds(SecretBytes::copy_from(&UDS))
             ),
         ],
     }
@@ -153,7 +154,16 @@ fn same_inputs_same_identity_and_firmware_changes_only_the_alias() {
         "byte-identical certificates"
     );
     let updated = device(&root, &[0x33; 32]);
-    assert_eq!(a.device_id_public_key(), updated.device_id_public_key());
+    // The DeviceID key (in the DeviceID certificate, the chain's second) does not change.
+    let device_id_key = |identity: &CertifiedKey| {
+        x509_cert::Certificate::from_der(&identity.chain()[1])
+            .unwrap()
+            .tbs_certificate()
+            .subject_public_key_info()
+            .to_der()
+            .unwrap()
+    };
+    assert_eq!(device_id_key(&a), device_id_key(&updated));
     assert_ne!(
         a.alias_key().public_key_der(),
         updated.alias_key().public_key_der()
@@ -161,7 +171,7 @@ fn same_inputs_same_identity_and_firmware_changes_only_the_alias() {
     // A CDI given directly equals the one derived from UDS and measurement.
     use sha2::Digest as _;
     let cdi = sha2::Sha256::digest([sha2::Sha256::digest(UDS).as_slice(), &MEASUREMENT].concat());
-    let from_cdi = RiotIdentity::builder()
+    let from_cdi = RiotIdentityBuilder::new()
         .cdi(SecretBytes::copy_from(&cdi))
         .fwid(&FWID)
         .issuer(root.issuer())
@@ -177,7 +187,7 @@ fn same_inputs_same_identity_and_firmware_changes_only_the_alias() {
 
 #[test]
 fn self_signed_device_id_and_layers() {
-    let identity = RiotIdentity::builder()
+    let identity = RiotIdentityBuilder::new()
         .uds(SecretBytes::copy_from(&UDS))
         .measurement(&MEASUREMENT)
         .fwid(&FWID)
@@ -279,12 +289,12 @@ impl KeyHandle for Useless {
 #[test]
 fn bad_input_gives_typed_errors() {
     let base = || {
-        RiotIdentity::builder()
+        RiotIdentityBuilder::new()
             .uds(SecretBytes::copy_from(&UDS))
             .measurement(&MEASUREMENT)
             .fwid(&FWID)
     };
-    let err = RiotIdentity::builder()
+    let err = RiotIdentityBuilder::new()
         .uds(SecretBytes::copy_from(&[1; 31]))
         .measurement(&MEASUREMENT)
         .fwid(&FWID)
@@ -336,7 +346,7 @@ fn bad_input_gives_typed_errors() {
         "{err}"
     );
     let zero = || {
-        RiotIdentity::builder()
+        RiotIdentityBuilder::new()
             .uds(SecretBytes::copy_from(&[0; 32]))
             .measurement(&MEASUREMENT)
             .fwid(&FWID)

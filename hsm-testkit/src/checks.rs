@@ -161,21 +161,22 @@ pub fn certificate_through_handle(subject: &Subject) {
         .unwrap_or_else(|e| panic!("{}: webpki rejects the chain: {e}", subject.name));
 }
 
-/// A PKCS#10 CSR made by rcgen through the handle verifies with `openssl req -verify`, RustCrypto
-/// and webpki's algorithms, and carries the handle's public key.
+/// A PKCS#10 CSR made through the handle by `hsm_core::csr_der` (what DPS certificate issuance
+/// sends) verifies with `openssl req -verify`, RustCrypto and webpki's algorithms, and carries
+/// the handle's public key.
 pub fn csr_through_handle(subject: &Subject) {
-    let signer = rcgen_signer(subject);
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "hsm-testkit-csr");
-    let csr = params
-        .serialize_request(&signer)
+    let scheme = rcgen_signer(subject).scheme();
+    let csr = hsm_core::csr_der(subject.key.clone(), "hsm-testkit-csr")
         .unwrap_or_else(|e| panic!("{}: CSR: {e}", subject.name));
 
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("req.pem"), csr.pem().expect("CSR PEM")).expect("write");
-    let out = tools::openssl(dir.path(), &["req", "-verify", "-noout", "-in", "req.pem"]);
+    std::fs::write(dir.path().join("req.der"), &csr).expect("write");
+    let out = tools::openssl(
+        dir.path(),
+        &[
+            "req", "-verify", "-noout", "-inform", "DER", "-in", "req.der",
+        ],
+    );
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -187,7 +188,7 @@ pub fn csr_through_handle(subject: &Subject) {
         subject.name
     );
 
-    let request = x509_cert::request::CertReq::from_der(csr.der()).expect("CSR parses");
+    let request = x509_cert::request::CertReq::from_der(&csr).expect("CSR parses");
     let info = request.info.to_der().expect("info");
     let spki = request.info.public_key.to_der().expect("spki");
     assert_eq!(
@@ -197,9 +198,9 @@ pub fn csr_through_handle(subject: &Subject) {
         subject.name
     );
     let sig = request.signature.raw_bytes();
-    verify::rustcrypto(signer.scheme(), &spki, &info, sig)
+    verify::rustcrypto(scheme, &spki, &info, sig)
         .unwrap_or_else(|e| panic!("{}: CSR signature (RustCrypto): {e}", subject.name));
-    verify::webpki(signer.scheme(), &spki, &info, sig)
+    verify::webpki(scheme, &spki, &info, sig)
         .unwrap_or_else(|e| panic!("{}: CSR signature (webpki): {e}", subject.name));
 }
 

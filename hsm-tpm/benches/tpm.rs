@@ -15,6 +15,8 @@
 //!
 //! Run: `cargo bench -p hsm-tpm --bench tpm` (needs swtpm and tpm2-tools; `./scripts/test.sh`
 //! installs them). Under `cargo test --benches` it does a short smoke run.
+// A benchmark harness: an `expect` is a failed set-up, reported with what failed.
+#![allow(clippy::expect_used)]
 
 use std::str::FromStr as _;
 use std::sync::Arc;

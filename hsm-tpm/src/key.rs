@@ -1,9 +1,8 @@
 //! Signing keys that live in the TPM, as `hsm-core` key handles.
 
 use std::fmt;
-use std::sync::Arc;
 
-use hsm_core::{KeyAlgorithm, KeyHandle, RcgenSigner, SignatureScheme};
+use hsm_core::{KeyAlgorithm, KeyHandle, SignatureScheme};
 use sha2::{Digest as _, Sha256, Sha384, Sha512};
 use tss_esapi::constants::tss::{TPM2_RH_NULL, TPM2_ST_HASHCHECK};
 use tss_esapi::handles::KeyHandle as EsysKey;
@@ -194,13 +193,7 @@ impl KeyHandle for TpmKey {
     }
 
     fn sign(&self, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, hsm_core::Error> {
-        self.algorithm.check(scheme)?;
-        if !self.schemes.contains(&scheme) {
-            return Err(hsm_core::Error::UnsupportedScheme {
-                algorithm: self.algorithm,
-                scheme,
-            });
-        }
+        hsm_core::check_scheme(self, scheme)?;
         let digest = match tpm_scheme(scheme).map(|(_, hash)| hash) {
             Ok(HashingAlgorithm::Sha384) => Sha384::digest(message).to_vec(),
             Ok(HashingAlgorithm::Sha512) => Sha512::digest(message).to_vec(),
@@ -219,27 +212,6 @@ impl fmt::Debug for TpmKey {
             .field("algorithm", &self.algorithm)
             .finish()
     }
-}
-
-/// A PKCS#10 CSR for `key` with the given common name, signed in the TPM. Returns DER.
-///
-/// # Errors
-/// [`Error::Certificate`] when rcgen or the TPM fails.
-pub fn create_csr(key: &Arc<TpmKey>, common_name: &str) -> Result<Vec<u8>, Error> {
-    let handle: Arc<dyn KeyHandle> = key.clone();
-    let signer = RcgenSigner::new(handle).map_err(|e| {
-        log::warn!("no rcgen signer for {key:?}: {e}");
-        Error::Certificate(rcgen::Error::RemoteKeyError)
-    })?;
-    let mut params =
-        rcgen::CertificateParams::new(Vec::<String>::new()).map_err(Error::Certificate)?;
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, common_name);
-    let csr = params
-        .serialize_request(&signer)
-        .map_err(Error::Certificate)?;
-    Ok(csr.der().to_vec())
 }
 
 /// The TPM's "no ticket": a digest the TPM did not hash itself, for a non-restricted key.

@@ -14,7 +14,7 @@ mod tpm;
 pub use error::{Error, TssError};
 pub use handle::PersistentHandle;
 pub use identity::{TpmHmacKey, TpmIdentity, TpmIdentityBuilder};
-pub use key::{TpmKey, create_csr};
+pub use key::TpmKey;
 pub use tcti::{
     BusType, DEFAULT_DEVICE, DEFAULT_SIMULATOR_HOST, DEFAULT_SIMULATOR_PORT,
     DEFAULT_TABRMD_BUS_NAME, TCTI_ENV, Tcti, TctiError,

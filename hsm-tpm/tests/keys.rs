@@ -92,7 +92,7 @@ fn tpm2_tools_ecc_key_signs_through_the_handle() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "Verified OK");
 
     // A CSR through the handle, checked by openssl.
-    let csr = hsm_tpm::create_csr(&Arc::new(key), "tpm-device").unwrap();
+    let csr = hsm_core::csr_der(Arc::new(key), "tpm-device").unwrap();
     std::fs::write(dir.join("req.der"), &csr).unwrap();
     let out = tools::openssl(
         dir,

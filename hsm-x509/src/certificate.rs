@@ -48,25 +48,3 @@ fn split_der(input: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
     }
     Ok(out)
 }
-
-/// The leaf's `SubjectPublicKeyInfo` and first common name.
-pub(crate) struct LeafInfo {
-    pub(crate) spki: Vec<u8>,
-    pub(crate) common_name: Option<String>,
-}
-
-impl LeafInfo {
-    pub(crate) fn parse(leaf: &CertificateDer<'_>) -> Result<Self, Error> {
-        let malformed = |source| Error::MalformedCertificate { index: 0, source };
-        let cert = Certificate::from_der(leaf).map_err(malformed)?;
-        let tbs = cert.tbs_certificate();
-        let spki = tbs.subject_public_key_info().to_der().map_err(malformed)?;
-        let common_name = tbs
-            .subject()
-            .common_name()
-            .ok()
-            .flatten()
-            .map(|cn| cn.value().into_owned());
-        Ok(Self { spki, common_name })
-    }
-}

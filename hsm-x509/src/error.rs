@@ -126,4 +126,28 @@ pub enum Error {
     /// The builder was not given a certificate or a key.
     #[error("missing {0}: set it on the builder")]
     Missing(&'static str),
+
+    /// The chain cannot serve as an identity for the key for another reason (see
+    /// [`hsm_core::CertifiedKey`]).
+    #[error("unusable X.509 identity")]
+    Identity(#[source] hsm_core::Error),
+}
+
+impl Error {
+    /// The error for a chain and key that [`hsm_core::CertifiedKey`] refused.
+    pub(crate) fn identity(error: hsm_core::Error) -> Self {
+        use hsm_core::CertificateProblem as P;
+        match error {
+            hsm_core::Error::Certificate { problem } => match problem {
+                P::EmptyChain => Self::EmptyChain,
+                P::KeyMismatch => Self::KeyMismatch,
+                P::NoCommonName => Self::NoCommonName,
+                P::InvalidCommonName { reason } => {
+                    Self::RegistrationId(hsm_core::Error::InvalidRegistrationId { reason })
+                }
+                other => Self::Identity(hsm_core::Error::Certificate { problem: other }),
+            },
+            other => Self::Identity(other),
+        }
+    }
 }

@@ -1,70 +1,30 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hsm_core::{CertificateDer, KeyHandle, RegistrationId, SecretString, X509Attestation};
+use hsm_core::{CertifiedKey, RegistrationId, SecretString};
 use zeroize::Zeroizing;
 
-use crate::certificate::LeafInfo;
 use crate::{Error, SoftwareKey, load_certificates};
 
-/// An X.509 device identity: a certificate chain and the leaf's private key, loaded from PEM or
-/// DER files or bytes. Implements [`X509Attestation`].
+/// Loads an unencrypted key and its chain from two files (PEM or DER): the identity
+/// [`X509IdentityBuilder`] builds from them.
 ///
 /// ```no_run
-/// use hsm_x509::X509Identity;
-///
-/// let identity = X509Identity::builder()
-///     .certificates_file("device-chain.pem")
-///     .key_file("device.key")
-///     .build()?;
-/// println!("registration id: {}", hsm_core::X509Attestation::registration_id(&identity));
+/// let identity = hsm_x509::from_files("device-chain.pem", "device.key")?;
+/// println!("registration id: {}", identity.registration_id());
 /// # Ok::<(), hsm_x509::Error>(())
 /// ```
-#[derive(Debug)]
-pub struct X509Identity {
-    registration_id: RegistrationId,
-    chain: Vec<CertificateDer<'static>>,
-    key: Arc<SoftwareKey>,
-}
-
-impl X509Identity {
-    /// A builder; certificates and key are required, the rest optional.
-    pub fn builder() -> X509IdentityBuilder {
-        X509IdentityBuilder::default()
-    }
-
-    /// Loads an unencrypted key and its chain from two files (PEM or DER).
-    ///
-    /// # Errors
-    /// See [`X509IdentityBuilder::build`].
-    pub fn from_files(
-        certificates: impl AsRef<Path>,
-        key: impl AsRef<Path>,
-    ) -> Result<Self, Error> {
-        Self::builder()
-            .certificates_file(certificates)
-            .key_file(key)
-            .build()
-    }
-
-    /// The private key, as its concrete type.
-    pub fn key(&self) -> &Arc<SoftwareKey> {
-        &self.key
-    }
-}
-
-impl X509Attestation for X509Identity {
-    fn registration_id(&self) -> &RegistrationId {
-        &self.registration_id
-    }
-
-    fn certificate_chain(&self) -> &[CertificateDer<'static>] {
-        &self.chain
-    }
-
-    fn alias_key(&self) -> Arc<dyn KeyHandle> {
-        self.key.clone()
-    }
+///
+/// # Errors
+/// See [`X509IdentityBuilder::build`].
+pub fn from_files(
+    certificates: impl AsRef<Path>,
+    key: impl AsRef<Path>,
+) -> Result<CertifiedKey, Error> {
+    X509IdentityBuilder::new()
+        .certificates_file(certificates)
+        .key_file(key)
+        .build()
 }
 
 enum Source {
@@ -83,7 +43,19 @@ impl Source {
     }
 }
 
-/// Builds an [`X509Identity`].
+/// Builds an X.509 identity (a [`CertifiedKey`]: the chain and the key behind a handle) from PEM
+/// or DER files or bytes.
+///
+/// ```no_run
+/// use hsm_x509::X509IdentityBuilder;
+///
+/// let identity = X509IdentityBuilder::new()
+///     .certificates_file("device-chain.pem")
+///     .key_file("device.key")
+///     .build()?;
+/// println!("registration id: {}", identity.registration_id());
+/// # Ok::<(), hsm_x509::Error>(())
+/// ```
 #[derive(Default)]
 pub struct X509IdentityBuilder {
     certificates: Option<Source>,
@@ -102,6 +74,11 @@ impl std::fmt::Debug for X509IdentityBuilder {
 }
 
 impl X509IdentityBuilder {
+    /// A builder; certificates and key are required, the rest optional.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
     /// The certificate chain from a file (PEM or DER), leaf first.
     pub fn certificates_file(mut self, path: impl AsRef<Path>) -> Self {
         self.certificates = Some(Source::File(path.as_ref().to_owned()));
@@ -145,24 +122,12 @@ impl X509IdentityBuilder {
     /// [`Error::Missing`], [`Error::Io`], any loading error of [`load_certificates`] or
     /// [`SoftwareKey::from_bytes`], [`Error::KeyMismatch`], [`Error::NoCommonName`] or
     /// [`Error::RegistrationId`].
-    pub fn build(self) -> Result<X509Identity, Error> {
+    pub fn build(self) -> Result<CertifiedKey, Error> {
         let certificates = self.certificates.ok_or(Error::Missing("certificates"))?;
         let key = self.key.ok_or(Error::Missing("private key"))?;
         let chain = load_certificates(&certificates.read()?)?;
         let key = SoftwareKey::from_bytes(&key.read()?, self.passphrase.as_ref())?;
-        let leaf = LeafInfo::parse(&chain[0])?;
-        if leaf.spki != key.public_key_der() {
-            return Err(Error::KeyMismatch);
-        }
-        let registration_id = match self.registration_id {
-            Some(id) => id,
-            None => RegistrationId::new(leaf.common_name.ok_or(Error::NoCommonName)?)
-                .map_err(Error::RegistrationId)?,
-        };
-        Ok(X509Identity {
-            registration_id,
-            chain,
-            key: Arc::new(key),
-        })
+        CertifiedKey::with_optional_registration_id(Arc::new(key), chain, self.registration_id)
+            .map_err(Error::identity)
     }
 }

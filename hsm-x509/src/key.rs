@@ -214,7 +214,7 @@ impl KeyHandle for SoftwareKey {
     }
 
     fn sign(&self, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, CoreError> {
-        self.algorithm.check(scheme)?;
+        hsm_core::check_scheme(self, scheme)?;
         let failed = |_| CoreError::device("sign", SigningFailed(scheme));
         match &self.inner {
             // The pair is bound to the curve's hash, which `check` has just confirmed.

@@ -9,5 +9,5 @@ mod pem;
 
 pub use certificate::load_certificates;
 pub use error::Error;
-pub use identity::{X509Identity, X509IdentityBuilder};
+pub use identity::{X509IdentityBuilder, from_files};
 pub use key::SoftwareKey;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use base64::Engine as _;
 use hsm_core::{SecretString, X509Attestation};
 use hsm_testkit::Subject;
-use hsm_x509::{X509Identity, load_certificates};
+use hsm_x509::{X509IdentityBuilder, load_certificates};
 
 const PASSPHRASE: &str = "fixture-passphrase";
 
@@ -18,7 +18,7 @@ fn fixture(name: &str) -> PathBuf {
 
 /// The identity for fixture `name`, loaded from its chain and its encrypted key when there is one.
 fn subject(name: &str, key_file: &str) -> Subject {
-    let identity = X509Identity::builder()
+    let identity = X509IdentityBuilder::new()
         .certificates_file(fixture(&format!("{name}-chain.pem")))
         .key_file(fixture(key_file))
         .passphrase(SecretString::from(PASSPHRASE))

@@ -3,8 +3,9 @@
 
 use std::path::PathBuf;
 
+use hsm_core::CertifiedKey;
 use hsm_core::{KeyAlgorithm, RegistrationId, SecretString, X509Attestation};
-use hsm_x509::{Error, SoftwareKey, X509Identity, load_certificates};
+use hsm_x509::{Error, SoftwareKey, X509IdentityBuilder, load_certificates};
 
 const PASSPHRASE: &str = "fixture-passphrase";
 
@@ -22,8 +23,8 @@ fn key(name: &str) -> Result<SoftwareKey, Error> {
     SoftwareKey::from_bytes(&read(name), Some(&SecretString::from(PASSPHRASE)))
 }
 
-fn identity(chain: &str, key: &str) -> Result<X509Identity, Error> {
-    X509Identity::builder()
+fn identity(chain: &str, key: &str) -> Result<CertifiedKey, Error> {
+    X509IdentityBuilder::new()
         .certificates_file(fixture(chain))
         .key_file(fixture(key))
         .passphrase(SecretString::from(PASSPHRASE))
@@ -91,7 +92,7 @@ fn every_encoding_loads_and_matches_its_leaf() {
 fn a_combined_file_gives_both_chain_and_key() {
     let mut combined = read("p256.key.pem");
     combined.extend(read("p256-chain.pem"));
-    let id = X509Identity::builder()
+    let id = X509IdentityBuilder::new()
         .certificates(&combined)
         .key(&combined)
         .build()
@@ -108,7 +109,7 @@ fn concatenated_der_certificates_load_as_a_chain() {
 
 #[test]
 fn registration_id_override() {
-    let id = X509Identity::builder()
+    let id = X509IdentityBuilder::new()
         .certificates_file(fixture("no-cn.pem"))
         .key_file(fixture("p256.key.pem"))
         .registration_id(RegistrationId::new("chosen-id").unwrap())
@@ -232,7 +233,7 @@ fn empty_chain_and_no_key() {
         key_from(&two),
         Error::MultiplePrivateKeys { count: 2 }
     ));
-    let err = X509Identity::builder()
+    let err = X509IdentityBuilder::new()
         .key_file(fixture("p256.key.pem"))
         .build()
         .unwrap_err();
@@ -254,7 +255,7 @@ fn invalid_registration_id_from_the_common_name() {
 fn debug_output_holds_no_secret() {
     let pem = read("p256.key.pem");
     let id = identity("p256-chain.pem", "p256.key.pem").unwrap();
-    let builder = X509Identity::builder()
+    let builder = X509IdentityBuilder::new()
         .key(&pem)
         .passphrase(SecretString::from(PASSPHRASE));
     let shown = format!("{id:?} {:?} {builder:?}", id.alias_key());

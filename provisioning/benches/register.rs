@@ -11,6 +11,8 @@
 //! `DPS_BENCH_X509_CHAIN` and `DPS_BENCH_X509_KEY` (PEM chain and key of a device whose CN is its
 //! registration id, enrolled individually or through a CA group).
 #![allow(clippy::unwrap_used)]
+// A benchmark harness: an `expect` is a failed set-up, reported with what failed.
+#![allow(clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +22,6 @@ use hsm_core::{RegistrationId, SecretString};
 use hsm_symmkey::SymmetricKey;
 use hsm_testkit::pki::TestCa;
 use hsm_testkit::report::{self, Goal};
-use hsm_x509::X509Identity;
 use provisioning::{ProvisioningClient, ProvisioningClientBuilder};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
@@ -71,7 +72,7 @@ struct Target {
     scope: String,
     anchors: Vec<CertificateDer<'static>>,
     symmetric: Arc<SymmetricKey>,
-    x509: Arc<X509Identity>,
+    x509: Arc<hsm_core::CertifiedKey>,
     /// Kept running for the in-process mode.
     _emulator: Option<Emulator>,
 }
@@ -99,7 +100,7 @@ fn external(endpoint: String) -> Target {
             .unwrap(),
         ),
         x509: Arc::new(
-            X509Identity::builder()
+            hsm_x509::X509IdentityBuilder::new()
                 .certificates(&chain)
                 .key(&key)
                 .build()
@@ -135,7 +136,7 @@ async fn in_process() -> Target {
             .unwrap(),
         ),
         x509: Arc::new(
-            X509Identity::builder()
+            hsm_x509::X509IdentityBuilder::new()
                 .certificates(issued.chain_pem.as_bytes())
                 .key(issued.key_pem.as_bytes())
                 .build()

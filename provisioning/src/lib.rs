@@ -1,19 +1,23 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+mod attestation;
+mod builder;
 mod client;
+mod endpoint;
 mod error;
-mod https;
-mod mqtt;
 mod registration;
 mod retry;
+mod run;
+mod transport;
 mod wire;
 
+pub use builder::ProvisioningClientBuilder;
 pub use client::{
     CSR_API_VERSION, DEFAULT_API_VERSION, DEFAULT_MQTT_PORT, DEFAULT_TIMEOUT, ProvisioningClient,
-    ProvisioningClientBuilder, Transport,
 };
 pub use error::{BoxError, Error, ServiceError};
 pub use registration::{HubCredentials, HubSasSigner, Registration};
 pub use retry::RetryPolicy;
+pub use transport::Transport;
 pub use wire::{RegistrationStatus, fuzz_response};

@@ -16,9 +16,8 @@ const ID: &str = "fault-dev";
 async fn start() -> Emulator {
     emulator()
         .enroll(Enrollment::symmetric_key(ID, key_pair(ID, DEVICE_KEY)))
-        .start()
+        .started()
         .await
-        .unwrap()
 }
 
 fn device(emulator: &Emulator, transport: Transport, policy: RetryPolicy) -> ProvisioningClient {
@@ -187,9 +186,8 @@ async fn retry_after_is_honoured_between_polls() {
         .retry_after(1)
         .assigning_polls(1)
         .enroll(Enrollment::symmetric_key(ID, key_pair(ID, DEVICE_KEY)))
-        .start()
-        .await
-        .unwrap();
+        .started()
+        .await;
     for transport in TRANSPORTS {
         let started = Instant::now();
         let registration = device(&emulator, transport, fast_policy())

@@ -24,9 +24,8 @@ async fn two_hundred_concurrent_registrations_are_all_assigned() {
             key_pair("fleet-sym", GROUP_KEY),
         ))
         .enroll_group(EnrollmentGroup::x509_ca("fleet-x509", ca.cert().clone()))
-        .start()
-        .await
-        .unwrap();
+        .started()
+        .await;
     let mut clients = Vec::new();
     for i in 0..200 {
         let transport = if i % 4 == 3 {

@@ -368,9 +368,8 @@ async fn endless_assigning_times_out_within_the_deadline() {
             "endless",
             key_pair("endless", DEVICE_KEY),
         ))
-        .start()
-        .await
-        .unwrap();
+        .started()
+        .await;
     for transport in TRANSPORTS {
         let client = client(&emulator, transport)
             .symmetric_key(symmetric_key("endless", DEVICE_KEY))

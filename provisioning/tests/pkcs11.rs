@@ -11,8 +11,8 @@ use std::sync::Arc;
 use common::*;
 use der::Decode as _;
 use dps_emulator::Enrollment;
-use hsm_core::{KeyHandle, RegistrationId, SecretBytes, X509Attestation};
-use hsm_pkcs11::{KeySpec, Pkcs11HmacKey, Pkcs11Identity, Pkcs11Uri, Token};
+use hsm_core::{KeyHandle, RegistrationId, SecretBytes};
+use hsm_pkcs11::{KeySpec, Pkcs11HmacKey, Pkcs11IdentityBuilder, Pkcs11Uri, Token};
 use hsm_testkit::softhsm::SoftHsm;
 use provisioning::{HubCredentials, RegistrationStatus};
 
@@ -40,22 +40,18 @@ fn x509_key_on_softhsm_over_both_transports() {
         );
         let cert = hsm_pkcs11::self_signed_certificate(&key, "p11-x509-dev").unwrap();
         token.store_certificate(&key_uri, &cert).unwrap();
-        let device = Arc::new(Pkcs11Identity::builder(key_uri).build().unwrap());
+        let device = Arc::new(Pkcs11IdentityBuilder::new(key_uri).build().unwrap());
         assert_eq!(device.registration_id().as_str(), "p11-x509-dev");
         runtime().block_on(async {
             let emulator = emulator()
                 .enroll(Enrollment::x509_certificate("p11-x509-dev", cert.clone()))
-                .start()
-                .await
-                .unwrap();
+                .started()
+                .await;
             for transport in TRANSPORTS {
                 let registration = client(&emulator, transport)
                     .x509(device.clone())
-                    .build()
-                    .unwrap()
-                    .register()
-                    .await
-                    .unwrap_or_else(|e| panic!("{transport:?}: {e:?}"));
+                    .assigned()
+                    .await;
                 assert_eq!(registration.status, RegistrationStatus::Assigned);
                 assert_eq!(registration.device_id, "p11-x509-dev");
                 assert!(matches!(registration.credentials, HubCredentials::X509(_)));
@@ -94,18 +90,14 @@ fn hmac_key_on_softhsm_and_csr_signed_on_the_token() {
                     "p11-sym-dev",
                     key_pair("p11-sym-dev", &key),
                 ))
-                .start()
-                .await
-                .unwrap();
+                .started()
+                .await;
             for transport in TRANSPORTS {
                 // SAS tokens HMAC'd on the token.
                 let registration = client(&emulator, transport)
                     .symmetric_key(device.clone())
-                    .build()
-                    .unwrap()
-                    .register()
-                    .await
-                    .unwrap_or_else(|e| panic!("{transport:?}: {e:?}"));
+                    .assigned()
+                    .await;
                 assert_eq!(registration.device_id, "p11-sym-dev");
                 let HubCredentials::Sas(signer) = &registration.credentials else {
                     panic!("{:?}", registration.credentials)

@@ -18,17 +18,13 @@ async fn individual_enrollment_is_assigned_over_both_transports() {
             Enrollment::symmetric_key("sym-dev-1", key_pair("sym-dev-1", DEVICE_KEY))
                 .device_id("device-one"),
         )
-        .start()
-        .await
-        .unwrap();
+        .started()
+        .await;
     for transport in TRANSPORTS {
         let registration = client(&emulator, transport)
             .symmetric_key(symmetric_key("sym-dev-1", DEVICE_KEY))
-            .build()
-            .unwrap()
-            .register()
-            .await
-            .unwrap_or_else(|e| panic!("{transport:?}: {e:?}"));
+            .assigned()
+            .await;
         assert_eq!(registration.status, RegistrationStatus::Assigned);
         assert_eq!(registration.assigned_hub, "emulated-hub.azure-devices.net");
         assert_eq!(registration.device_id, "device-one");
@@ -58,9 +54,8 @@ async fn group_enrollment_with_derived_keys_over_both_transports() {
             "sym-group",
             key_pair("sym-group", GROUP_KEY),
         ))
-        .start()
-        .await
-        .unwrap();
+        .started()
+        .await;
     for (transport, id) in TRANSPORTS
         .into_iter()
         .zip(["sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6", "group-dev-2"])
@@ -73,11 +68,8 @@ async fn group_enrollment_with_derived_keys_over_both_transports() {
         let registration = client(&emulator, transport)
             .symmetric_key(std::sync::Arc::new(device))
             .payload(serde_json::json!({"model": "x1", "n": [1, 2]}))
-            .build()
-            .unwrap()
-            .register()
-            .await
-            .unwrap_or_else(|e| panic!("{transport:?}: {e:?}"));
+            .assigned()
+            .await;
         assert_eq!(registration.device_id, id);
         assert_eq!(
             registration.enrollment_group_id.as_deref(),
@@ -99,9 +91,8 @@ async fn wrong_key_is_unauthorized_at_once_without_retries() {
             "sym-dev-2",
             key_pair("sym-dev-2", DEVICE_KEY),
         ))
-        .start()
-        .await
-        .unwrap();
+        .started()
+        .await;
     for transport in TRANSPORTS {
         let counter = Counter::default();
         let client = client(&emulator, transport)
@@ -129,11 +120,8 @@ async fn wrong_key_is_unauthorized_at_once_without_retries() {
     // Unknown device (no enrollment at all): also unauthorized.
     let error = client(&emulator, provisioning::Transport::Https)
         .symmetric_key(symmetric_key("nobody", DEVICE_KEY))
-        .build()
-        .unwrap()
-        .register()
-        .await
-        .unwrap_err();
+        .refused()
+        .await;
     assert!(matches!(error, Error::Unauthorized { .. }), "{error:?}");
     assert!(emulator.registrations().is_empty());
 }
@@ -142,17 +130,13 @@ async fn wrong_key_is_unauthorized_at_once_without_retries() {
 async fn disabled_enrollment_is_a_typed_failure() {
     let emulator = emulator()
         .enroll(Enrollment::symmetric_key("sym-off", key_pair("sym-off", DEVICE_KEY)).disabled())
-        .start()
-        .await
-        .unwrap();
+        .started()
+        .await;
     for transport in TRANSPORTS {
         let error = client(&emulator, transport)
             .symmetric_key(symmetric_key("sym-off", DEVICE_KEY))
-            .build()
-            .unwrap()
-            .register()
-            .await
-            .unwrap_err();
+            .refused()
+            .await;
         match error {
             Error::Failed {
                 status: RegistrationStatus::Disabled,
@@ -171,18 +155,14 @@ async fn wrong_scope_is_rejected_and_bad_configuration_is_refused() {
             "sym-dev-3",
             key_pair("sym-dev-3", DEVICE_KEY),
         ))
-        .start()
-        .await
-        .unwrap();
+        .started()
+        .await;
     let error =
         provisioning::ProvisioningClient::builder(emulator.global_endpoint(), "0ne0000FFFF")
             .trust_anchor(emulator.ca_certificate().clone())
             .symmetric_key(symmetric_key("sym-dev-3", DEVICE_KEY))
-            .build()
-            .unwrap()
-            .register()
-            .await
-            .unwrap_err();
+            .refused()
+            .await;
     assert!(
         matches!(&error, Error::Rejected { error } if error.status == 404),
         "{error:?}"
@@ -191,11 +171,8 @@ async fn wrong_scope_is_rejected_and_bad_configuration_is_refused() {
     let error = client(&emulator, provisioning::Transport::Https)
         .api_version("1999-01-01")
         .symmetric_key(symmetric_key("sym-dev-3", DEVICE_KEY))
-        .build()
-        .unwrap()
-        .register()
-        .await
-        .unwrap_err();
+        .refused()
+        .await;
     assert!(
         matches!(&error, Error::Rejected { error } if error.status == 400),
         "{error:?}"
@@ -274,9 +251,8 @@ async fn tracing_reports_each_step_without_secrets() {
             "sym-traced",
             key_pair("sym-traced", DEVICE_KEY),
         ))
-        .start()
-        .await
-        .unwrap();
+        .started()
+        .await;
     emulator.inject(dps_emulator::Fault::new(
         dps_emulator::FaultKind::Status { status: 503 },
         1,

@@ -29,9 +29,8 @@ async fn tpm_on_swtpm_registers_over_https_and_imports_the_hub_key() {
         .enroll(
             Enrollment::tpm(id.as_str(), device.endorsement_key().to_vec()).device_id("tpm-device"),
         )
-        .start()
-        .await
-        .unwrap();
+        .started()
+        .await;
     for round in 0..2 {
         let counter = Counter::default();
         let client = client(&emulator, Transport::Https)
@@ -79,7 +78,7 @@ async fn tpm_on_swtpm_registers_over_https_and_imports_the_hub_key() {
         let blocking = signer.token_blocking(Expiry::At(token.expiry())).unwrap();
         assert_eq!(blocking.expose(), token.expose());
     }
-    assert_eq!(emulator.registrations()[0].attestation, "tpm");
+    assert_eq!(emulator.registrations()[0].attestation.as_str(), "tpm");
     assert_eq!(emulator.registrations()[0].registrations, 2);
 }
 
@@ -93,9 +92,8 @@ async fn unenrolled_tpm_is_unauthorized_at_once() {
     other_ek[last] ^= 1;
     let emulator = emulator()
         .enroll(Enrollment::tpm(device.registration_id().as_str(), other_ek))
-        .start()
-        .await
-        .unwrap();
+        .started()
+        .await;
     let counter = Counter::default();
     let started = Instant::now();
     let error = counter

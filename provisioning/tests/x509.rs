@@ -11,7 +11,7 @@ use common::*;
 use der::Decode as _;
 use dps_emulator::{Enrollment, EnrollmentGroup};
 use hsm_core::{KeyHandle, SecretBytes, X509Attestation};
-use hsm_riot::{DevRoot, Name, RiotIdentity, Validity};
+use hsm_riot::{DevRoot, Name, RiotIdentityBuilder, Validity};
 use hsm_testkit::pki::TestCa;
 use hsm_x509::SoftwareKey;
 use provisioning::{Error, HubCredentials, Registration, RegistrationStatus, Transport};
@@ -38,17 +38,13 @@ async fn individual_certificate_enrollment_over_both_transports() {
             "x509-dev-1",
             issued.chain[0].clone(),
         ))
-        .start()
-        .await
-        .unwrap();
+        .started()
+        .await;
     for transport in TRANSPORTS {
         let registration = client(&emulator, transport)
             .x509(device.clone())
-            .build()
-            .unwrap()
-            .register()
-            .await
-            .unwrap_or_else(|e| panic!("{transport:?}: {e:?}"));
+            .assigned()
+            .await;
         assert_eq!(registration.status, RegistrationStatus::Assigned);
         assert_eq!(registration.device_id, "x509-dev-1");
         assert_eq!(registration.assigned_hub, "emulated-hub.azure-devices.net");
@@ -63,21 +59,14 @@ async fn ca_group_enrollment_over_both_transports() {
     let ca = TestCa::new("group CA");
     let emulator = emulator()
         .enroll_group(EnrollmentGroup::x509_ca("x509-group", ca.cert().clone()))
-        .start()
-        .await
-        .unwrap();
+        .started()
+        .await;
     for (transport, id) in TRANSPORTS
         .into_iter()
         .zip(["grp-dev-https", "grp-dev-mqtt"])
     {
         let (device, _) = x509_device(&ca, id);
-        let registration = client(&emulator, transport)
-            .x509(device)
-            .build()
-            .unwrap()
-            .register()
-            .await
-            .unwrap_or_else(|e| panic!("{transport:?}: {e:?}"));
+        let registration = client(&emulator, transport).x509(device).assigned().await;
         assert_eq!(registration.device_id, id);
         assert_eq!(
             registration.enrollment_group_id.as_deref(),
@@ -100,9 +89,8 @@ async fn rogue_certificate_is_unauthorized_at_once() {
             "x509-group",
             enrolled.cert().clone(),
         ))
-        .start()
-        .await
-        .unwrap();
+        .started()
+        .await;
     // Same CN, other key and issuer.
     let (impostor, _) = x509_device(&rogue, "x509-dev-2");
     let (stranger, _) = x509_device(&rogue, "x509-dev-3");
@@ -204,11 +192,10 @@ async fn riot_device_through_its_dev_root_over_both_transports() {
             "riot-group",
             root.certificate().clone(),
         ))
-        .start()
-        .await
-        .unwrap();
+        .started()
+        .await;
     let device = Arc::new(
-        RiotIdentity::builder()
+        RiotIdentityBuilder::new()
             .uds(SecretBytes::copy_from(&[0x5a; 32]))
             .measurement(&[0x11; 32])
             .fwid(&[0x22; 32])
@@ -220,11 +207,8 @@ async fn riot_device_through_its_dev_root_over_both_transports() {
     for transport in TRANSPORTS {
         let registration = client(&emulator, transport)
             .x509(device.clone())
-            .build()
-            .unwrap()
-            .register()
-            .await
-            .unwrap_or_else(|e| panic!("{transport:?}: {e:?}"));
+            .assigned()
+            .await;
         assert_eq!(registration.device_id, "riot-device-cert");
         assert_eq!(
             registration.enrollment_group_id.as_deref(),
@@ -234,7 +218,7 @@ async fn riot_device_through_its_dev_root_over_both_transports() {
     }
     // New firmware (another FWID) means a new Alias key: still in the group.
     let updated = Arc::new(
-        RiotIdentity::builder()
+        RiotIdentityBuilder::new()
             .uds(SecretBytes::copy_from(&[0x5a; 32]))
             .measurement(&[0x11; 32])
             .fwid(&[0x33; 32])
@@ -244,15 +228,12 @@ async fn riot_device_through_its_dev_root_over_both_transports() {
     );
     client(&emulator, Transport::Https)
         .x509(updated)
-        .build()
-        .unwrap()
-        .register()
-        .await
-        .unwrap();
+        .assigned()
+        .await;
     // A DICE device under another root is refused.
     let other_root = DevRoot::generate(Name::cn("other root"), Validity::default()).unwrap();
     let stranger = Arc::new(
-        RiotIdentity::builder()
+        RiotIdentityBuilder::new()
             .uds(SecretBytes::copy_from(&[0x5a; 32]))
             .measurement(&[0x11; 32])
             .fwid(&[0x22; 32])
@@ -262,11 +243,8 @@ async fn riot_device_through_its_dev_root_over_both_transports() {
     );
     let error = client(&emulator, Transport::Https)
         .x509(stranger)
-        .build()
-        .unwrap()
-        .register()
-        .await
-        .unwrap_err();
+        .refused()
+        .await;
     assert!(matches!(error, Error::Unauthorized { .. }), "{error:?}");
 }
 
@@ -298,9 +276,8 @@ async fn csr_issuance_over_both_transports_and_attestations() {
             "csr-sym",
             key_pair("csr-sym", DEVICE_KEY),
         ))
-        .start()
-        .await
-        .unwrap();
+        .started()
+        .await;
     for transport in TRANSPORTS {
         for attestation in ["x509", "sym"] {
             let fresh = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();

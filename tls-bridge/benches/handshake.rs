@@ -4,6 +4,8 @@
 //!
 //! Run: `cargo bench -p tls-bridge --bench handshake` (env `HANDSHAKE_ROUNDS`, `HANDSHAKE_BATCH`
 //! and `HANDSHAKE_KEY` = p256 | p384 | rsa2048 | ed25519 tune it).
+// A benchmark harness: an `expect` is a failed set-up, reported with what failed.
+#![allow(clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -214,3 +214,19 @@ pub fn write(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
 pub fn certificates(path: &Path) -> Vec<hsm_core::CertificateDer<'static>> {
     hsm_x509::load_certificates(&std::fs::read(path).unwrap()).unwrap()
 }
+
+/// openssl's output with the spaces taken out (`CN = x` and `CN=x` alike).
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).replace(' ', "")
+}
+
+/// The subject of a PEM certificate file, as `openssl x509 -subject` prints it (spaces out).
+pub fn subject(dir: &Path, pem: &Path) -> String {
+    text(
+        &hsm_testkit::tools::openssl(
+            dir,
+            &["x509", "-noout", "-subject", "-in", pem.to_str().unwrap()],
+        )
+        .stdout,
+    )
+}

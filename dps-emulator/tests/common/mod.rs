@@ -46,7 +46,7 @@ pub fn tls_config(
     config
 }
 
-async fn tls(addr: std::net::SocketAddr, config: rustls::ClientConfig) -> TlsStream<TcpStream> {
+pub async fn tls(addr: std::net::SocketAddr, config: rustls::ClientConfig) -> TlsStream<TcpStream> {
     let tcp = TcpStream::connect(addr).await.unwrap();
     TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)

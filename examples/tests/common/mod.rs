@@ -16,8 +16,8 @@ pub const EXAMPLE_TIMEOUT: Duration = Duration::from_secs(180);
 ///
 /// Neither `cargo test` (which compiles examples only to check that they build) nor
 /// `cargo test --all-targets` (which compiles them as test harnesses) leaves runnable example
-/// binaries behind, so the first call runs `cargo build --examples -p hsm-examples` into this
-/// test binary's own target directory and profile: a no-op when they are fresh, a few links
+/// binaries behind, so the first call runs `cargo build --examples -p <this test's package>` into
+/// this test binary's own target directory and profile: a no-op when they are fresh, a few links
 /// otherwise.
 pub fn example(name: &str) -> PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
@@ -55,7 +55,7 @@ fn build_examples() -> Result<PathBuf, String> {
             "build",
             "--examples",
             "--package",
-            "hsm-examples",
+            env!("CARGO_PKG_NAME"),
             "--profile",
         ])
         .arg(profile)
@@ -66,7 +66,8 @@ fn build_examples() -> Result<PathBuf, String> {
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !output.status.success() {
         return Err(format!(
-            "`cargo build --examples -p hsm-examples` failed ({}):\n{}",
+            "`cargo build --examples -p {}` failed ({}):\n{}",
+            env!("CARGO_PKG_NAME"),
             output.status,
             String::from_utf8_lossy(&output.stderr)
         ));

@@ -9,8 +9,9 @@ use dps_emulator::{Emulator, EmulatorBuilder, KeyPair};
 use hsm_core::{RegistrationId, SecretString};
 use hsm_symmkey::SymmetricKey;
 use hsm_testkit::pki::TestCa;
-use hsm_x509::X509Identity;
-use provisioning::{ProvisioningClient, ProvisioningClientBuilder, RetryPolicy, Transport};
+use provisioning::{
+    ProvisioningClient, ProvisioningClientBuilder, Registration, RetryPolicy, Transport,
+};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt as _};
 
@@ -61,9 +62,12 @@ pub fn symmetric_key(id: &str, key: &str) -> Arc<SymmetricKey> {
 }
 
 /// An X.509 device issued by `ca` with CN `cn`, loaded through hsm-x509.
-pub fn x509_device(ca: &TestCa, cn: &str) -> (Arc<X509Identity>, hsm_testkit::pki::Identity) {
+pub fn x509_device(
+    ca: &TestCa,
+    cn: &str,
+) -> (Arc<hsm_core::CertifiedKey>, hsm_testkit::pki::Identity) {
     let issued = ca.issue_client(cn, &rcgen::PKCS_ECDSA_P256_SHA256);
-    let device = X509Identity::builder()
+    let device = hsm_x509::X509IdentityBuilder::new()
         .certificates(issued.chain_pem.as_bytes())
         .key(issued.key_pem.as_bytes())
         .build()
@@ -108,5 +112,43 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountLayer {
         if m.0 {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
+    }
+}
+
+/// What most tests do with a client builder: build it and register.
+pub trait Registers: Sized {
+    /// Builds the client and registers; panics, naming the client and the error, if either
+    /// fails.
+    fn assigned(self) -> impl std::future::Future<Output = Registration>;
+    /// Builds the client and registers; the error (panics if the device was assigned).
+    fn refused(self) -> impl std::future::Future<Output = provisioning::Error>;
+}
+
+impl Registers for ProvisioningClientBuilder {
+    async fn assigned(self) -> Registration {
+        let client = self.build().unwrap();
+        client
+            .register()
+            .await
+            .unwrap_or_else(|e| panic!("{client:?}: {e:?}"))
+    }
+
+    async fn refused(self) -> provisioning::Error {
+        match self.build().unwrap().register().await {
+            Ok(registration) => panic!("assigned, but a refusal was expected: {registration:?}"),
+            Err(e) => e,
+        }
+    }
+}
+
+/// Starting an emulator, which tests expect to work.
+pub trait Starts: Sized {
+    /// Starts it (panics if it cannot).
+    fn started(self) -> impl std::future::Future<Output = Emulator>;
+}
+
+impl Starts for EmulatorBuilder {
+    async fn started(self) -> Emulator {
+        self.start().await.unwrap()
     }
 }

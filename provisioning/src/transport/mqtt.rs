@@ -10,7 +10,9 @@ use rumqttc::{
 };
 use zeroize::Zeroizing;
 
-use crate::client::{Endpoint, Failure, Request, USER_AGENT_VALUE, is_tls_failure, percent_encode};
+use super::{BoxFuture, Connection, Failure, Request, RequestKind, Session, is_tls_failure};
+use crate::client::USER_AGENT_VALUE;
+use crate::endpoint::Endpoint;
 use crate::wire::{MAX_RESPONSE, RESPONSE_PREFIX, RawResponse, parse_topic};
 use crate::{Error, ServiceError};
 
@@ -22,7 +24,6 @@ pub(crate) struct MqttConnection {
     tls: Arc<rustls::ClientConfig>,
     client_id: String,
     username: String,
-    password: Zeroizing<String>,
     open: Option<Open>,
     next_rid: u64,
 }
@@ -30,38 +31,60 @@ pub(crate) struct MqttConnection {
 struct Open {
     client: AsyncClient,
     events: EventLoop,
+    /// The CONNECT password (the SAS token) this connection was opened with.
+    password: Zeroizing<String>,
+}
+
+impl Connection for MqttConnection {
+    fn send<'a>(
+        &'a mut self,
+        request: &'a Request<'a>,
+    ) -> BoxFuture<'a, Result<RawResponse, Failure>> {
+        Box::pin(async move {
+            let result = self.exchange(request).await;
+            if result.is_err() {
+                self.open = None;
+            }
+            result
+        })
+    }
+
+    fn reset(&mut self) {
+        self.open = None;
+    }
 }
 
 impl MqttConnection {
-    pub(crate) fn new(
-        endpoint: Endpoint,
-        tls: Arc<rustls::ClientConfig>,
-        scope: &str,
-        registration_id: &str,
-        api_version: &str,
-        password: Option<&str>,
-    ) -> Self {
-        Self {
+    pub(crate) fn new(session: Session) -> Self {
+        let Session {
             endpoint,
+            mqtt_port,
             tls,
-            client_id: registration_id.to_owned(),
+            id_scope,
+            registration_id,
+            api_version,
+        } = session;
+        Self {
+            endpoint: endpoint.with_port(mqtt_port),
+            tls,
             username: format!(
-                "{scope}/registrations/{registration_id}/api-version={api_version}&ClientVersion={}",
-                USER_AGENT_VALUE.replace('/', "%2F")
+                "{id_scope}/registrations/{registration_id}/api-version={api_version}&ClientVersion={}",
+                hsm_core::percent::encode(USER_AGENT_VALUE.as_bytes())
             ),
-            password: Zeroizing::new(password.unwrap_or_default().to_owned()),
+            client_id: registration_id.as_str().to_owned(),
             open: None,
             next_rid: 1,
         }
     }
 
-    pub(crate) fn reset(&mut self) {
-        self.open = None;
-    }
-
-    async fn connect(&mut self) -> Result<(), Failure> {
-        if self.open.is_some() {
-            return Ok(());
+    /// Connects with `password` unless a connection made with it is open.
+    async fn connect(&mut self, password: &str) -> Result<(), Failure> {
+        if let Some(open) = &self.open {
+            if open.password.as_str() == password {
+                return Ok(());
+            }
+            // A new token (after a TPM challenge): DPS reads credentials at CONNECT only.
+            self.open = None;
         }
         tracing::debug!(host = %self.endpoint.host, port = self.endpoint.port, "connect (MQTT)");
         let mut options = MqttOptions::new(
@@ -70,7 +93,7 @@ impl MqttConnection {
             self.endpoint.port,
         );
         options
-            .set_credentials(self.username.clone(), self.password.as_str())
+            .set_credentials(self.username.clone(), password)
             .set_clean_session(true)
             .set_keep_alive(Duration::from_secs(30))
             .set_max_packet_size(MAX_RESPONSE + 1024, MAX_RESPONSE + 1024)
@@ -105,28 +128,27 @@ impl MqttConnection {
             }
         }
         tracing::debug!("connected (MQTT)");
-        self.open = Some(Open { client, events });
+        self.open = Some(Open {
+            client,
+            events,
+            password: Zeroizing::new(password.to_owned()),
+        });
         Ok(())
     }
 
-    pub(crate) async fn send(&mut self, request: &Request<'_>) -> Result<RawResponse, Failure> {
-        let result = self.exchange(request).await;
-        if result.is_err() {
-            self.reset();
-        }
-        result
-    }
-
     async fn exchange(&mut self, request: &Request<'_>) -> Result<RawResponse, Failure> {
-        self.connect().await?;
+        self.connect(request.authorization.unwrap_or_default())
+            .await?;
         let rid = self.next_rid.to_string();
         self.next_rid += 1;
-        let (topic, payload) = match request {
-            Request::Register { body } => (format!("{REGISTER_TOPIC}?$rid={rid}"), (*body).clone()),
-            Request::Poll { operation_id } => (
+        let (topic, payload) = match request.kind {
+            RequestKind::Register { body } => {
+                (format!("{REGISTER_TOPIC}?$rid={rid}"), body.clone())
+            }
+            RequestKind::Poll { operation_id } => (
                 format!(
                     "{STATUS_TOPIC}?$rid={rid}&operationId={}",
-                    percent_encode(operation_id)
+                    hsm_core::percent::encode(operation_id.as_bytes())
                 ),
                 Bytes::new(),
             ),
@@ -138,10 +160,7 @@ impl MqttConnection {
             .publish_bytes(topic, QoS::AtLeastOnce, false, payload)
             .await
             .map_err(|e| mqtt_failure("publish", e))?;
-        let operation = match request {
-            Request::Register { .. } => "register",
-            Request::Poll { .. } => "poll",
-        };
+        let operation = request.name();
         loop {
             match open.events.poll().await {
                 Ok(Event::Incoming(Packet::Publish(publish))) => {

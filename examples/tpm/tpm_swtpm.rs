@@ -3,7 +3,8 @@
 //! (the C SDK's `hsm_type_sastoken` / `SECURE_DEVICE_TYPE_TPM`).
 //!
 //! Needs swtpm: `sudo apt install swtpm swtpm-tools` (`./scripts/test.sh` installs it), and
-//! libtss2 to build (`libtss2-dev`). The example starts its own swtpm with a fresh state in a
+//! libtss2 to build (`libtss2-dev`, found through pkg-config), which is why this example has a
+//! package of its own (`examples/tpm`, `hsm-examples-tpm`): the other examples build without it. The example starts its own swtpm with a fresh state in a
 //! temporary directory on free loopback ports, and stops it at the end.
 //!
 //! 1. Starts swtpm and opens it through `hsm-tpm` (TCTI `swtpm:host=127.0.0.1,port=N`); the EK
@@ -20,18 +21,16 @@
 //!
 //! On a device, open `device:/dev/tpmrm0` instead of starting swtpm; everything else is the same.
 
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use dps_emulator::{Emulator, Enrollment};
 use hsm_examples::{Steps, exit_code};
+use hsm_examples_tpm::{INSTALL_HINT, swtpm_installed};
 use hsm_testkit::swtpm::Swtpm;
 use hsm_tpm::{Tpm, TpmIdentity};
 use provisioning::{HubCredentials, ProvisioningClient, Transport};
-
-const INSTALL_HINT: &str = "swtpm is not installed. Install it with \
-                            `sudo apt install swtpm swtpm-tools` (./scripts/test.sh does this for you)";
 
 fn main() -> ExitCode {
     exit_code("tpm_swtpm", run())
@@ -41,13 +40,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let steps = Steps::start();
 
     // 1. A software TPM, opened through hsm-tpm.
-    let installed = Command::new("swtpm")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !installed {
+    if !swtpm_installed() {
         return Err(INSTALL_HINT.into());
     }
     let swtpm = Swtpm::start();

@@ -3,13 +3,12 @@
 
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
-use std::sync::Arc;
 use std::task::Poll;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty, Full, Limited, combinators::BoxBody};
 use hyper::Method;
-use hyper::client::conn::http1::{Connection, SendRequest};
+use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{
     ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER, USER_AGENT,
 };
@@ -19,21 +18,19 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use super::{BoxFuture, Connection, Failure, Request, RequestKind, Session, classify_io};
 use crate::Error;
-use crate::client::{Endpoint, Failure, Request, USER_AGENT_VALUE, classify_io, percent_encode};
+use crate::client::USER_AGENT_VALUE;
 use crate::wire::{MAX_RESPONSE, RawResponse, parse_retry_after};
 
 type Body = BoxBody<Bytes, std::convert::Infallible>;
 
 pub(crate) struct HttpsConnection {
-    endpoint: Endpoint,
-    tls: Arc<rustls::ClientConfig>,
-    scope: String,
-    api_version: String,
+    session: Session,
     open: Option<Open>,
 }
 
-type Driver = Pin<Box<Connection<TokioIo<TlsStream<TcpStream>>, Body>>>;
+type Driver = Pin<Box<http1::Connection<TokioIo<TlsStream<TcpStream>>, Body>>>;
 
 struct Open {
     sender: SendRequest<Body>,
@@ -66,25 +63,25 @@ async fn drive<T>(driver: &mut Option<Driver>, future: impl Future<Output = T>) 
     .await
 }
 
-impl HttpsConnection {
-    pub(crate) fn new(
-        endpoint: Endpoint,
-        tls: Arc<rustls::ClientConfig>,
-        scope: String,
-        api_version: String,
-    ) -> Self {
-        Self {
-            endpoint,
-            tls,
-            scope,
-            api_version,
-            open: None,
-        }
+impl Connection for HttpsConnection {
+    fn send<'a>(
+        &'a mut self,
+        request: &'a Request<'a>,
+    ) -> BoxFuture<'a, Result<RawResponse, Failure>> {
+        Box::pin(self.exchange(request))
     }
 
-    /// Forgets the connection; the next request opens a new one.
-    pub(crate) fn reset(&mut self) {
+    fn reset(&mut self) {
         self.open = None;
+    }
+}
+
+impl HttpsConnection {
+    pub(crate) fn new(session: Session) -> Self {
+        Self {
+            session,
+            open: None,
+        }
     }
 
     async fn connect(&mut self) -> Result<&mut Open, Failure> {
@@ -95,25 +92,23 @@ impl HttpsConnection {
             self.open = None;
         }
         if self.open.is_none() {
-            let host = self.endpoint.host.clone();
-            tracing::debug!(host = %host, port = self.endpoint.port, "connect");
-            let tcp = TcpStream::connect((host.as_str(), self.endpoint.port))
+            let endpoint = &self.session.endpoint;
+            let host = endpoint.host.clone();
+            tracing::debug!(host = %host, port = endpoint.port, "connect");
+            let tcp = TcpStream::connect((host.as_str(), endpoint.port))
                 .await
                 .map_err(|e| classify_io("connect to DPS", e))?;
             // Small request/response exchanges: do not wait for Nagle.
             let _ = tcp.set_nodelay(true);
             let name = ServerName::try_from(host)
                 .map_err(|e| Failure::Fatal(Error::config(format!("invalid host name: {e}"))))?;
-            let tls = TlsConnector::from(self.tls.clone())
+            let tls = TlsConnector::from(self.session.tls.clone())
                 .connect(name, tcp)
                 .await
                 .map_err(|e| classify_io("TLS handshake with DPS", e))?;
-            let (sender, connection) =
-                hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(tls))
-                    .await
-                    .map_err(|e| {
-                        classify_io("HTTP handshake with DPS", std::io::Error::other(e))
-                    })?;
+            let (sender, connection) = http1::handshake::<_, Body>(TokioIo::new(tls))
+                .await
+                .map_err(|e| classify_io("HTTP handshake with DPS", std::io::Error::other(e)))?;
             tracing::debug!("connected");
             self.open = Some(Open {
                 sender,
@@ -126,43 +121,39 @@ impl HttpsConnection {
             .ok_or_else(|| Failure::Fatal(Error::config("connection state lost")))
     }
 
-    pub(crate) async fn send(
-        &mut self,
-        request: &Request<'_>,
-        registration_id: &str,
-        authorization: Option<&str>,
-    ) -> Result<RawResponse, Failure> {
-        let (method, path, body, operation) = match request {
-            Request::Register { body } => (
+    async fn exchange(&mut self, request: &Request<'_>) -> Result<RawResponse, Failure> {
+        let Session {
+            id_scope,
+            registration_id,
+            api_version,
+            ..
+        } = &self.session;
+        let operation = request.name();
+        let (method, path, body) = match request.kind {
+            RequestKind::Register { body } => (
                 Method::PUT,
                 format!(
-                    "/{}/registrations/{}/register?api-version={}",
-                    self.scope, registration_id, self.api_version
+                    "/{id_scope}/registrations/{registration_id}/register?api-version={api_version}"
                 ),
-                Some((*body).clone()),
-                "register",
+                Some(body.clone()),
             ),
-            Request::Poll { operation_id } => (
+            RequestKind::Poll { operation_id } => (
                 Method::GET,
                 format!(
-                    "/{}/registrations/{}/operations/{}?api-version={}",
-                    self.scope,
-                    registration_id,
-                    percent_encode(operation_id),
-                    self.api_version
+                    "/{id_scope}/registrations/{registration_id}/operations/{}?api-version={api_version}",
+                    hsm_core::percent::encode(operation_id.as_bytes()),
                 ),
                 None,
-                "poll",
             ),
         };
-        let host = self.endpoint.authority();
+        let host = self.session.endpoint.authority();
         let mut builder = hyper::Request::builder()
             .method(method)
             .uri(path)
             .header(HOST, host)
             .header(ACCEPT, "application/json")
             .header(USER_AGENT, USER_AGENT_VALUE);
-        if let Some(auth) = authorization {
+        if let Some(auth) = request.authorization {
             builder = builder.header(AUTHORIZATION, auth);
         }
         let body: Body = match body {
@@ -181,17 +172,17 @@ impl HttpsConnection {
         let open = self.connect().await?;
         if drive(&mut open.driver, open.sender.ready()).await.is_err() {
             tracing::debug!("DPS closed the connection; reconnecting");
-            self.reset();
+            self.open = None;
         }
         let open = self.connect().await?;
         if let Err(e) = drive(&mut open.driver, open.sender.ready()).await {
-            self.reset();
+            self.open = None;
             return Err(classify_io("send to DPS", std::io::Error::other(e)));
         }
         let response = match drive(&mut open.driver, open.sender.send_request(request)).await {
             Ok(r) => r,
             Err(e) => {
-                self.reset();
+                self.open = None;
                 return Err(classify_io("exchange with DPS", std::io::Error::other(e)));
             }
         };
@@ -222,7 +213,7 @@ impl HttpsConnection {
             .is_some_and(|n| n > MAX_RESPONSE as u64)
         {
             // The body stays unread: this connection cannot be reused.
-            self.reset();
+            self.open = None;
             return Err(too_large());
         }
         let body = match drive(
@@ -233,7 +224,7 @@ impl HttpsConnection {
         {
             Ok(body) => body.to_bytes(),
             Err(e) => {
-                self.reset();
+                self.open = None;
                 if e.downcast_ref::<http_body_util::LengthLimitError>()
                     .is_some()
                 {
@@ -246,7 +237,7 @@ impl HttpsConnection {
             }
         };
         if closing {
-            self.reset();
+            self.open = None;
         }
         Ok(RawResponse {
             status: status.as_u16(),

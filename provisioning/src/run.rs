@@ -1,0 +1,353 @@
+//! One [`register`](crate::ProvisioningClient::register) call: the register request (and the
+//! TPM challenge), the polls, the retries and the deadline, and the hub credentials at the end.
+//! It talks to DPS through a [`Connection`] and to the device through a
+//! [`Mechanism`](crate::attestation::Mechanism), whichever they are.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use hsm_core::{RegistrationId, SasToken, SasTokenBuilder};
+use tls_bridge::TlsIdentity;
+use tokio::time::Instant;
+
+use crate::attestation::{self, unexpected_challenge};
+use crate::client::Config;
+use crate::registration::HmacSource;
+use crate::transport::{self, Connection, Failure, Request, RequestKind, Session};
+use crate::wire::{FinalState, RegisterBody, Reply, parse_reply};
+use crate::{Error, HubCredentials, HubSasSigner, Registration, RegistrationStatus};
+
+/// The state of one `register` call.
+pub(crate) struct Run<'a> {
+    config: &'a Config,
+    deadline: Instant,
+    requests: u32,
+    /// The last retried failure, reported with a timeout.
+    last: Option<Error>,
+}
+
+impl<'a> Run<'a> {
+    pub(crate) fn new(config: &'a Config) -> Self {
+        Self {
+            config,
+            deadline: Instant::now() + config.timeout,
+            requests: 0,
+            last: None,
+        }
+    }
+
+    /// When the whole call must have ended.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// The error for a call that passed its deadline, with the last retried failure.
+    pub(crate) fn timed_out(&mut self) -> Error {
+        Error::Timeout {
+            after: self.config.timeout,
+            last: self.last.take().map(Box::new),
+        }
+    }
+
+    pub(crate) async fn register(&mut self) -> Result<Registration, Error> {
+        let config = self.config;
+        let mechanism = &config.attestation;
+        let evidence = mechanism.evidence().await?;
+        let registration_id = evidence.registration_id;
+        let csr = match &config.csr_key {
+            None => None,
+            Some(key) => {
+                if !registration_id.fits_common_name() {
+                    return Err(Error::config(
+                        "a CSR needs a registration id of at most 64 characters",
+                    ));
+                }
+                let (key, id) = (key.clone(), registration_id.clone());
+                let der = attestation::blocking("sign the CSR", move || {
+                    hsm_core::csr_der(key, id.as_str())
+                })
+                .await
+                .map_err(|e| match e {
+                    Error::Driver {
+                        source: source @ hsm_core::Error::Csr { .. },
+                        ..
+                    } => Error::Csr {
+                        source: Box::new(source),
+                    },
+                    other => other,
+                })?;
+                Some(BASE64.encode(der))
+            }
+        };
+        let body = serde_json::to_vec(&RegisterBody {
+            registration_id: registration_id.as_str(),
+            tpm: evidence.tpm,
+            payload: config.payload.as_ref(),
+            csr,
+        })
+        .map_err(|e| Error::config(format!("cannot encode the registration: {e}")))?;
+        let body = Bytes::from(body);
+        let hmac = mechanism.sas_signer();
+        let sas_builder = || SasTokenBuilder::for_registration(&config.id_scope, &registration_id);
+        let mut authorization: Option<SasToken> = match &hmac {
+            Some(source) if mechanism.token_on_first_request() => {
+                Some(source.token(sas_builder()).await?)
+            }
+            _ => None,
+        };
+        let mut connection = transport::open(
+            config.transport,
+            Session {
+                endpoint: config.endpoint.clone(),
+                mqtt_port: config.mqtt_port,
+                tls: config.dps_tls.clone(),
+                id_scope: config.id_scope.clone(),
+                registration_id: registration_id.clone(),
+                api_version: config.api_version.clone(),
+            },
+        );
+        tracing::info!(registration_id = %registration_id, api_version = %config.api_version, "register");
+        let mut challenged = false;
+        let mut reply = loop {
+            let request = Request {
+                kind: RequestKind::Register { body: &body },
+                authorization: authorization.as_ref().map(SasToken::expose),
+            };
+            let reply = self
+                .request(connection.as_mut(), &request, &registration_id, None)
+                .await?;
+            let Reply::Challenge { authentication_key } = reply else {
+                break reply;
+            };
+            if challenged {
+                return Err(unexpected_challenge());
+            }
+            tracing::info!(registration_id = %registration_id, "TPM challenge");
+            mechanism.challenge(authentication_key).await?;
+            challenged = true;
+            authorization = match &hmac {
+                Some(source) => Some(source.token(sas_builder()).await?),
+                None => return Err(unexpected_challenge()),
+            };
+        };
+        loop {
+            match reply {
+                Reply::Pending {
+                    operation_id,
+                    retry_after,
+                } => {
+                    let wait = config
+                        .retry
+                        .retry_after(retry_after, config.retry.default_poll_interval);
+                    self.sleep(wait).await?;
+                    tracing::debug!(registration_id = %registration_id, operation_id = %operation_id, "poll");
+                    let request = Request {
+                        kind: RequestKind::Poll {
+                            operation_id: &operation_id,
+                        },
+                        authorization: authorization.as_ref().map(SasToken::expose),
+                    };
+                    reply = self
+                        .request(
+                            connection.as_mut(),
+                            &request,
+                            &registration_id,
+                            Some(&operation_id),
+                        )
+                        .await?;
+                }
+                Reply::Done(state) => return self.finish(registration_id, *state, hmac).await,
+                Reply::Challenge { .. } | Reply::Status(..) => return Err(unexpected_challenge()),
+            }
+        }
+    }
+
+    /// Sends one request, retrying transient failures per the policy.
+    async fn request(
+        &mut self,
+        connection: &mut dyn Connection,
+        request: &Request<'_>,
+        registration_id: &RegistrationId,
+        operation_id: Option<&str>,
+    ) -> Result<Reply, Error> {
+        let policy = self.config.retry;
+        let operation = request.name();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            self.requests += 1;
+            tracing::debug!(operation, attempt, "dps request");
+            let sent = tokio::time::timeout(policy.request_timeout, connection.send(request)).await;
+            let (error, asked) = match sent {
+                Err(_) => {
+                    connection.reset();
+                    let timeout = std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no answer within {:?}", policy.request_timeout),
+                    );
+                    (
+                        Error::Io {
+                            operation: "wait for DPS",
+                            source: Box::new(timeout),
+                        },
+                        None,
+                    )
+                }
+                Ok(Err(Failure::Fatal(e))) => return Err(e),
+                Ok(Err(Failure::Retry(e))) => (e, None),
+                Ok(Ok(raw)) => {
+                    tracing::debug!(operation, status = raw.status, retry_after = ?raw.retry_after, "dps response");
+                    match parse_reply(&raw, operation_id, registration_id) {
+                        Ok(Reply::Status(error, retry_after)) => match error.status {
+                            401 => return Err(Error::Unauthorized { error }),
+                            429 => (
+                                Error::Throttled {
+                                    attempts: attempt,
+                                    error,
+                                },
+                                retry_after,
+                            ),
+                            408 | 500..=599 => (
+                                Error::Transient {
+                                    attempts: attempt,
+                                    error,
+                                },
+                                retry_after,
+                            ),
+                            _ => return Err(Error::Rejected { error }),
+                        },
+                        Ok(reply) => return Ok(reply),
+                        Err(malformed) => (
+                            Error::MalformedResponse {
+                                operation,
+                                reason: malformed.0,
+                            },
+                            None,
+                        ),
+                    }
+                }
+            };
+            if attempt > policy.max_retries {
+                return Err(match error {
+                    Error::Throttled { error, .. } => Error::Throttled {
+                        attempts: attempt,
+                        error,
+                    },
+                    Error::Transient { error, .. } => Error::Transient {
+                        attempts: attempt,
+                        error,
+                    },
+                    other => other,
+                });
+            }
+            let wait = match asked {
+                Some(asked) => policy.retry_after(Some(asked), Duration::ZERO),
+                None => policy.backoff(attempt),
+            };
+            tracing::warn!(operation, attempt, error = %error, wait = ?wait, "retrying");
+            self.last = Some(error);
+            self.sleep(wait).await?;
+        }
+    }
+
+    /// Sleeps, or fails at once with a timeout if the wait would pass the deadline.
+    async fn sleep(&mut self, wait: Duration) -> Result<(), Error> {
+        if Instant::now() + wait >= self.deadline {
+            return Err(self.timed_out());
+        }
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        Ok(())
+    }
+
+    async fn finish(
+        &mut self,
+        registration_id: RegistrationId,
+        state: FinalState,
+        hmac: Option<HmacSource>,
+    ) -> Result<Registration, Error> {
+        let config = self.config;
+        if state.status != RegistrationStatus::Assigned {
+            tracing::warn!(registration_id = %registration_id, status = %state.status, error_code = ?state.error_code, "registration not assigned");
+            return Err(Error::Failed {
+                status: state.status,
+                error_code: state.error_code,
+                message: state.error_message,
+            });
+        }
+        let malformed = |reason: &str| Error::MalformedResponse {
+            operation: "poll",
+            reason: reason.to_owned(),
+        };
+        // parse_reply checked both for an assigned registration.
+        let hub = state
+            .assigned_hub
+            .clone()
+            .ok_or_else(|| malformed("no assignedHub"))?;
+        let device_id = state
+            .device_id
+            .clone()
+            .ok_or_else(|| malformed("no deviceId"))?;
+        config.attestation.assigned(&state).await?;
+        let tls_config = |identity: &TlsIdentity| {
+            identity
+                .client_config_with(
+                    config.provider.clone(),
+                    rustls::DEFAULT_VERSIONS,
+                    config.hub_roots.clone(),
+                )
+                .map(Arc::new)
+                .map_err(|e| Error::Tls {
+                    operation: "build the hub TLS configuration",
+                    source: Box::new(e),
+                })
+        };
+        let credentials = match (&config.csr_key, &config.identity, hmac) {
+            (Some(key), _, _) if !state.issued_certificate_chain.is_empty() => {
+                let identity =
+                    TlsIdentity::new(key.clone(), state.issued_certificate_chain.clone()).map_err(
+                        |_| malformed("the issued certificate is not for the CSR's key"),
+                    )?;
+                HubCredentials::X509(tls_config(&identity)?)
+            }
+            (_, Some(identity), _) => HubCredentials::X509(tls_config(identity)?),
+            (_, None, Some(source)) => {
+                HubCredentials::Sas(HubSasSigner::new(hub.clone(), device_id.clone(), source))
+            }
+            (_, None, None) => return Err(malformed("no credentials for the hub")),
+        };
+        if config.csr_key.is_some() && state.issued_certificate_chain.is_empty() {
+            tracing::warn!(registration_id = %registration_id, "a CSR was sent but DPS issued no certificate");
+        }
+        tracing::info!(
+            registration_id = %registration_id,
+            hub = %hub,
+            device_id = %device_id,
+            substatus = ?state.substatus,
+            requests = self.requests,
+            "assigned"
+        );
+        Ok(Registration {
+            registration_id,
+            assigned_hub: hub,
+            device_id,
+            status: state.status,
+            substatus: state.substatus,
+            payload: state.payload,
+            error_code: state.error_code,
+            error_message: state.error_message,
+            enrollment_group_id: state.enrollment_group_id,
+            created_date_time_utc: state.created_date_time_utc,
+            last_updated_date_time_utc: state.last_updated_date_time_utc,
+            etag: state.etag,
+            issued_certificate_chain: state.issued_certificate_chain,
+            tpm_authentication_key: state.tpm_authentication_key,
+            credentials,
+            requests: self.requests,
+        })
+    }
+}

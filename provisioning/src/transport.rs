@@ -1,0 +1,160 @@
+//! How requests reach DPS. The registration run ([`crate::run`]) speaks to a [`Connection`]
+//! only; each transport is one module that implements it, and [`open`] picks one. A new
+//! transport (MQTT over WebSockets, AMQP, a proxy under any of them) is a new module and a new
+//! arm in [`open`], nothing else.
+
+mod https;
+mod mqtt;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hsm_core::RegistrationId;
+
+use crate::Error;
+use crate::endpoint::Endpoint;
+use crate::wire::RawResponse;
+
+/// How the client talks to DPS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Transport {
+    /// HTTPS (REST API), port 443 or the endpoint's port. Supports every attestation. The
+    /// default.
+    #[default]
+    Https,
+    /// MQTT 3.1.1 over TLS, port 8883 (see
+    /// [`ProvisioningClientBuilder::mqtt_port`](crate::ProvisioningClientBuilder::mqtt_port)).
+    /// X.509 and symmetric key only: DPS has no TPM attestation over MQTT.
+    Mqtt,
+}
+
+impl Transport {
+    /// The name for messages and logs: `"HTTPS"`, `"MQTT"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Https => "HTTPS",
+            Self::Mqtt => "MQTT",
+        }
+    }
+
+    /// The ALPN protocol its TLS connections offer, if any.
+    pub(crate) fn alpn(self) -> Option<&'static [u8]> {
+        match self {
+            Self::Https => Some(b"http/1.1"),
+            Self::Mqtt => None,
+        }
+    }
+}
+
+/// A boxed future, so that [`Connection`] is dyn-compatible.
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One device's conversation with DPS over one transport: connects when first asked, keeps the
+/// connection for the following requests, reconnects after [`reset`](Self::reset) or when the
+/// server closed it.
+pub(crate) trait Connection: Send {
+    /// Sends one request and waits for its answer.
+    fn send<'a>(
+        &'a mut self,
+        request: &'a Request<'a>,
+    ) -> BoxFuture<'a, Result<RawResponse, Failure>>;
+
+    /// Forgets the connection; the next request opens a new one.
+    fn reset(&mut self);
+}
+
+/// What a connection is opened for: the same for every request of one registration.
+#[derive(Clone, Debug)]
+pub(crate) struct Session {
+    /// The global endpoint (its port is HTTPS's).
+    pub(crate) endpoint: Endpoint,
+    /// DPS's MQTT port on the endpoint's host.
+    pub(crate) mqtt_port: u16,
+    /// The TLS configuration (with the client certificate for X.509).
+    pub(crate) tls: Arc<rustls::ClientConfig>,
+    pub(crate) id_scope: String,
+    pub(crate) registration_id: RegistrationId,
+    pub(crate) api_version: String,
+}
+
+/// Opens (lazily: nothing is sent until the first request) a connection over `transport`.
+pub(crate) fn open(transport: Transport, session: Session) -> Box<dyn Connection> {
+    match transport {
+        Transport::Https => Box::new(https::HttpsConnection::new(session)),
+        Transport::Mqtt => Box::new(mqtt::MqttConnection::new(session)),
+    }
+}
+
+/// One request to DPS.
+#[derive(Debug)]
+pub(crate) struct Request<'a> {
+    pub(crate) kind: RequestKind<'a>,
+    /// The `Authorization` (HTTPS) or CONNECT password (MQTT): a SAS token, or none for X.509
+    /// and a TPM's first request.
+    pub(crate) authorization: Option<&'a str>,
+}
+
+/// What is asked.
+#[derive(Debug)]
+pub(crate) enum RequestKind<'a> {
+    /// The registration, with its JSON body.
+    Register { body: &'a Bytes },
+    /// The status of an operation.
+    Poll { operation_id: &'a str },
+}
+
+impl Request<'_> {
+    /// `"register"` or `"poll"`, for messages.
+    pub(crate) fn name(&self) -> &'static str {
+        match self.kind {
+            RequestKind::Register { .. } => "register",
+            RequestKind::Poll { .. } => "poll",
+        }
+    }
+}
+
+/// How a transport-level failure is handled.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// Retried on a new connection, then returned.
+    Retry(Error),
+    /// Returned at once.
+    Fatal(Error),
+}
+
+/// Whether `error` or any of its causes is a rustls error (certificate not trusted, alert from
+/// the peer): retrying cannot help.
+pub(crate) fn is_tls_failure(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && is_tls_failure(inner)
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// An I/O failure: fatal if TLS refused, else retried.
+pub(crate) fn classify_io(operation: &'static str, error: std::io::Error) -> Failure {
+    if is_tls_failure(&error) {
+        Failure::Fatal(Error::Tls {
+            operation,
+            source: Box::new(error),
+        })
+    } else {
+        Failure::Retry(Error::Io {
+            operation,
+            source: Box::new(error),
+        })
+    }
+}
