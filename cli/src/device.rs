@@ -226,6 +226,11 @@ impl DeviceArgs {
         })
     }
 
+    /// Whether the chosen attestation is a TPM.
+    pub(crate) fn is_tpm(&self) -> bool {
+        matches!(self.choice(), Ok(Choice::Tpm(_)))
+    }
+
     /// A short name of the attestation, for messages.
     pub(crate) fn name(&self) -> &'static str {
         match self.choice() {

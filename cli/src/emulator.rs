@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
-use dps_emulator::{Config, Emulator};
+use dps_emulator::Config;
 
 use crate::Error;
 
@@ -29,7 +29,8 @@ pub(crate) struct EmulatorArgs {
     #[arg(long, value_name = "ADDR")]
     mqtt: Option<SocketAddr>,
     /// Write the CA certificate clients must trust to this PEM file [default: the file's
-    /// `[tls] write_ca`, else dps-emulator-ca.pem in the temp directory].
+    /// `[tls] write_ca`, else dps-emulator-ca.pem in $XDG_RUNTIME_DIR, else
+    /// ~/.cache/dps-emulator/ca.pem].
     #[arg(long, value_name = "PATH")]
     write_ca: Option<PathBuf>,
 }
@@ -57,30 +58,10 @@ pub(crate) fn run(args: &EmulatorArgs) -> Result<(), Error> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = tokio::runtime::Runtime::new().map_err(Error::Runtime)?;
-    runtime.block_on(async {
-        let emulator: Emulator = builder.start().await.map_err(failed("cannot start"))?;
-        let ca_path = args
-            .write_ca
-            .clone()
-            .or(file_ca)
-            .unwrap_or_else(|| std::env::temp_dir().join("dps-emulator-ca.pem"));
-        emulator
-            .write_ca(&ca_path)
-            .map_err(failed("cannot write the CA certificate"))?;
-        println!("dps-emulator ready");
-        println!("  id scope       {}", emulator.id_scope());
-        println!("  https          https://{}", emulator.https_addr());
-        if let Some(mqtt) = emulator.mqtt_addr() {
-            println!("  mqtt           mqtts://{mqtt}");
-        }
-        println!("  global host    {}", emulator.global_endpoint());
-        println!("  CA certificate {}", ca_path.display());
-        println!("press Ctrl-C to stop");
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            eprintln!("cannot wait for Ctrl-C ({e}); stopping");
-        }
-        println!("stopping");
-        emulator.shutdown().await;
-        Ok(())
-    })
+    runtime
+        .block_on(dps_emulator::serve_until_ctrl_c(
+            builder,
+            args.write_ca.clone().or(file_ca),
+        ))
+        .map_err(failed("cannot run"))
 }

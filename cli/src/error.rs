@@ -91,7 +91,7 @@ pub(crate) enum Error {
     },
 
     /// The dps-emulator failed to start.
-    #[error("{operation}: {source}")]
+    #[error("{}", joined(operation, source))]
     Emulator {
         /// What was being done.
         operation: &'static str,
@@ -101,7 +101,7 @@ pub(crate) enum Error {
     },
 
     /// Loading an X.509 certificate or key from files failed.
-    #[error("{operation}: {source}")]
+    #[error("{}", joined(operation, source))]
     X509 {
         /// What was being done.
         operation: &'static str,
@@ -111,7 +111,7 @@ pub(crate) enum Error {
     },
 
     /// Deriving a DICE identity, a root or a certificate failed.
-    #[error("{operation}: {source}")]
+    #[error("{}", joined(operation, source))]
     Riot {
         /// What was being done.
         operation: &'static str,
@@ -121,7 +121,7 @@ pub(crate) enum Error {
     },
 
     /// A symmetric key was unusable.
-    #[error("{operation}: {source}")]
+    #[error("{}", joined(operation, source))]
     SymmetricKey {
         /// What was being done.
         operation: &'static str,
@@ -131,7 +131,7 @@ pub(crate) enum Error {
     },
 
     /// A PKCS#11 operation failed.
-    #[error("{operation}: {source}")]
+    #[error("{}", joined(operation, source))]
     Pkcs11 {
         /// What was being done.
         operation: &'static str,
@@ -142,7 +142,7 @@ pub(crate) enum Error {
 
     /// A TPM operation failed.
     #[cfg(feature = "tpm")]
-    #[error("{operation}: {source}")]
+    #[error("{}", joined(operation, source))]
     Tpm {
         /// What was being done.
         operation: &'static str,
@@ -152,7 +152,7 @@ pub(crate) enum Error {
     },
 
     /// An hsm-core operation failed (a registration id, a SAS token, a key handle).
-    #[error("{operation}: {source}")]
+    #[error("{}", joined(operation, source))]
     Core {
         /// What was being done.
         operation: &'static str,
@@ -220,17 +220,29 @@ impl Error {
     pub(crate) fn lines(&self) -> Vec<String> {
         let first = one_line(&self.to_string());
         let mut shown = first.clone();
-        let mut lines = vec![format!("error: {first}")];
+        let mut lines = vec![format!("error: {}", fit(&first))];
         let mut source = std::error::Error::source(self);
         while let Some(cause) = source {
             let text = one_line(&cause.to_string());
             if !text.is_empty() && !shown.contains(&text) {
-                lines.push(format!("  caused by: {text}"));
+                lines.push(format!("  caused by: {}", fit(&text)));
                 shown = text;
             }
             source = cause.source();
         }
         lines
+    }
+}
+
+/// `operation: source` as one sentence, without saying the same thing twice when the source's
+/// own message already starts with it ("invalid registration id: invalid registration id: ...").
+fn joined(operation: &str, source: &dyn std::fmt::Display) -> String {
+    let source = source.to_string();
+    let plain = |text: &str| text.to_ascii_lowercase().replace("the ", "");
+    if plain(&source).starts_with(&plain(operation)) {
+        source
+    } else {
+        format!("{operation}: {source}")
     }
 }
 
@@ -284,10 +296,24 @@ fn pkcs11_exit(error: &hsm_pkcs11::Error) -> Exit {
         | E::ModuleNotFound { .. }
         | E::ModuleFile { .. }
         | E::NoObjectSelector
+        | E::LoadModule { .. }
         | E::PinFile { .. }
         | E::CertificateFile(_)
         | E::MalformedCertificate { .. } => Exit::Usage,
         _ => Exit::Device,
+    }
+}
+
+/// The longest error line printed, in characters.
+const MAX_LINE: usize = 1000;
+
+/// A line as printed: control characters escaped (messages can carry a server's text) and
+/// cut at [`MAX_LINE`] characters (and an input the tool quotes back can be huge).
+fn fit(text: &str) -> String {
+    let text = hsm_core::untrusted::printable(text);
+    match text.char_indices().nth(MAX_LINE) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.into_owned(),
     }
 }
 
@@ -337,6 +363,47 @@ mod tests {
             },
         };
         assert_eq!(timeout.exit(), Exit::Network);
+    }
+
+    #[test]
+    fn a_cause_that_starts_with_the_operation_is_not_said_twice() {
+        let error = Error::Core {
+            operation: "invalid registration id",
+            source: hsm_core::RegistrationId::new("a b").unwrap_err(),
+        };
+        let line = &error.lines()[0];
+        assert_eq!(line.matches("invalid registration id").count(), 1, "{line}");
+        let sas = Error::Core {
+            operation: "cannot build the SAS token",
+            source: hsm_core::Error::InvalidSasToken {
+                reason: "the resource is empty",
+            },
+        };
+        assert_eq!(
+            sas.lines(),
+            ["error: cannot build SAS token: the resource is empty"]
+        );
+        let other = Error::Core {
+            operation: "cannot open the key",
+            source: hsm_core::Error::InvalidSasToken { reason: "x" },
+        };
+        assert_eq!(
+            other.lines()[0],
+            "error: cannot open the key: cannot build SAS token: x"
+        );
+    }
+
+    #[test]
+    fn printed_lines_are_escaped_and_bounded() {
+        let error = Error::Usage(format!("\u{1b}[2J{}", "y".repeat(5000)));
+        let line = &error.lines()[0];
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        assert!(line.starts_with("error: \\u{1b}[2J"), "{line}");
+        assert!(
+            line.len() < MAX_LINE + 40 && line.ends_with("..."),
+            "{}",
+            line.len()
+        );
     }
 
     #[test]

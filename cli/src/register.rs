@@ -251,10 +251,19 @@ pub(crate) fn run(args: &RegisterArgs) -> Result<(), Error> {
             "--issued-cert-out needs --csr (DPS issues certificates only for a CSR)",
         ));
     }
+    // What the transport cannot carry is a usage error, found before the device is opened
+    // (a TPM that is unreachable as well must not turn it into a device error).
+    if settings.transport == Transport::Mqtt && settings.device.is_tpm() {
+        return Err(Error::usage(
+            "DPS has no TPM attestation over MQTT: use --transport https",
+        ));
+    }
     let status = Status::new(!args.quiet);
     let verbose = args.verbose.then(|| {
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            // Colours only for a terminal: `-v 2>log` gets plain text.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_filter(EnvFilter::new("provisioning=debug"))
     });
     let subscriber = tracing_subscriber::registry()
@@ -380,23 +389,22 @@ fn credentials_kind(credentials: &HubCredentials) -> &'static str {
     }
 }
 
-/// The text output.
+/// The text output. What DPS sent is printed with its control characters escaped.
 fn print_human(r: &Registration, issued_out: Option<&Path>) {
+    use hsm_core::untrusted::printable;
+    let (hub, device_id) = (printable(&r.assigned_hub), printable(&r.device_id));
     let substatus = r
         .substatus
         .as_deref()
-        .map(|s| format!(" ({s})"))
+        .map(|s| format!(" ({})", printable(s)))
         .unwrap_or_default();
-    println!(
-        "assigned: hub {}, device id {}",
-        r.assigned_hub, r.device_id
-    );
+    println!("assigned: hub {hub}, device id {device_id}");
     println!("  registration id   {}", r.registration_id);
-    println!("  assigned hub      {}", r.assigned_hub);
-    println!("  device id         {}", r.device_id);
+    println!("  assigned hub      {hub}");
+    println!("  device id         {device_id}");
     println!("  status            {}{substatus}", r.status.as_str());
     if let Some(group) = &r.enrollment_group_id {
-        println!("  enrollment group  {group}");
+        println!("  enrollment group  {}", printable(group));
     }
     if let Some(payload) = &r.payload {
         println!("  payload           {payload}");
@@ -404,7 +412,10 @@ fn print_human(r: &Registration, issued_out: Option<&Path>) {
     let credentials = match &r.credentials {
         HubCredentials::X509(_) => "TLS client certificate (the key stays in the HSM)".to_owned(),
         HubCredentials::Sas(signer) => {
-            format!("SAS tokens for {}, signed by the driver", signer.resource())
+            format!(
+                "SAS tokens for {}, signed by the driver",
+                printable(&signer.resource())
+            )
         }
         _ => "other".to_owned(),
     };

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use hsm_core::X509Attestation as _;
 
-use crate::device::riot::{DEFAULT_ROOT_CN, RiotArgs, dev_root};
+use hsm_core::SecretBytes;
+
+use crate::device::riot::{
+    DEFAULT_ROOT_CN, RiotArgs, SECRET_LEN, dev_root, dev_root_from, secret_bytes,
+};
 use crate::device::secret::SecretSource;
 use crate::util::{self, Secret};
 use crate::{EXIT_CODES, Error};
@@ -129,7 +133,11 @@ fn common_name(cn: Option<&String>) -> String {
 }
 
 fn device(args: &DeviceArgs) -> Result<(), Error> {
-    let identity = args.riot.build(args.registration_id.as_deref())?;
+    let identity = args
+        .riot
+        .build_noting(args.registration_id.as_deref(), &mut |note| {
+            eprintln!("{note}")
+        })?;
     let chain = identity.certificate_chain();
     std::fs::create_dir_all(&args.out_dir).map_err(|source| Error::Write {
         path: args.out_dir.clone(),
@@ -154,31 +162,48 @@ fn device(args: &DeviceArgs) -> Result<(), Error> {
 }
 
 fn root(args: &RootArgs) -> Result<(), Error> {
-    let seed = match (&args.seed_hex, &args.seed_file, &args.new_seed) {
-        (Some(hex), _, _) => SecretSource::Value(hex.clone()),
-        (None, Some(path), _) => SecretSource::File(path.clone()),
+    let cn = args.cn.as_deref();
+    let (root, new_seed) = match (&args.seed_hex, &args.seed_file, &args.new_seed) {
+        (Some(hex), _, _) => (dev_root(&SecretSource::Value(hex.clone()), cn)?, None),
+        (None, Some(path), _) => {
+            let (seed, format) = secret_bytes("root seed", &SecretSource::File(path.clone()))?;
+            eprintln!("read the root seed from {} ({format})", path.display());
+            (dev_root_from(&seed, cn)?, None)
+        }
         (None, None, Some(path)) => {
-            let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+            let mut bytes = zeroize::Zeroizing::new([0u8; SECRET_LEN]);
             getrandom::fill(bytes.as_mut_slice()).map_err(|e| {
                 Error::usage(format!("the system's random number generator failed: {e}"))
             })?;
+            let root = dev_root_from(&SecretBytes::copy_from(bytes.as_slice()), cn)?;
             let hex = zeroize::Zeroizing::new(util::hex_encode(bytes.as_slice()) + "\n");
-            util::write_secret(path, hex.as_bytes())?;
-            eprintln!(
-                "wrote a new random seed to {} (keep it secret)",
-                path.display()
-            );
-            SecretSource::File(path.clone())
+            (root, Some((path, hex)))
         }
         (None, None, None) => {
             return Err(Error::usage("give --seed-hex, --seed-file or --new-seed"));
         }
     };
-    let root = dev_root(&seed, args.cn.as_deref())?;
-    util::write(
+    // Nothing is written until both files can be: the certificate waits next to its place
+    // while the new seed is written (a fresh file, never an existing one).
+    let staged = util::stage(
         &args.out,
         util::pem("CERTIFICATE", root.certificate()).as_bytes(),
     )?;
+    if let Some((path, hex)) = &new_seed {
+        util::write_secret(path, hex.as_bytes())?;
+    }
+    if let Err(e) = staged.commit() {
+        if let Some((path, _)) = &new_seed {
+            let _ = std::fs::remove_file(path);
+        }
+        return Err(e);
+    }
+    if let Some((path, _)) = &new_seed {
+        eprintln!(
+            "wrote a new random seed to {} (keep it secret)",
+            path.display()
+        );
+    }
     println!(
         "wrote {} (development root '{}')",
         args.out.display(),
@@ -192,7 +217,11 @@ fn verify_cert(args: &VerifyCertArgs) -> Result<(), Error> {
         .root_seed
         .source()
         .ok_or_else(|| Error::usage("give --root-seed-hex or --root-seed-file"))?;
-    let root = dev_root(&seed, args.root_cn.as_deref())?;
+    let (bytes, format) = secret_bytes("root seed", &seed)?;
+    if let SecretSource::File(path) = &seed {
+        eprintln!("read the root seed from {} ({format})", path.display());
+    }
+    let root = dev_root_from(&bytes, args.root_cn.as_deref())?;
     let certificate = root
         .verification_certificate(&args.code)
         .map_err(|source| Error::Riot {

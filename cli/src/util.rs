@@ -73,42 +73,151 @@ pub(crate) fn hex_encode(bytes: &[u8]) -> String {
     data_encoding::HEXLOWER.encode(bytes)
 }
 
-/// Reads a file.
+/// The largest input file the tool reads (a config file, a payload, a certificate, a key).
+pub(crate) const MAX_INPUT: u64 = 1024 * 1024;
+
+/// Reads a file of at most [`MAX_INPUT`] bytes (`--config /dev/zero` stops there).
 pub(crate) fn read(path: &Path) -> Result<Vec<u8>, Error> {
-    std::fs::read(path).map_err(|source| Error::Read {
+    use std::io::Read as _;
+    let failed = |source| Error::Read {
         path: path.to_owned(),
         source,
-    })
-}
-
-/// Reads a file holding a secret: hex text (whitespace ignored) or, if it is not hex, the raw
-/// bytes.
-pub(crate) fn read_secret(what: &str, path: &Path) -> Result<SecretBytes, Error> {
-    let raw = Zeroizing::new(read(path)?);
-    let text = std::str::from_utf8(&raw).ok().map(str::trim);
-    let bytes = match text {
-        Some(t)
-            if !t.is_empty() && t.len() % 2 == 0 && t.bytes().all(|b| b.is_ascii_hexdigit()) =>
-        {
-            hex_decode(what, t)?
-        }
-        _ => Zeroizing::new(raw.to_vec()),
     };
-    if bytes.is_empty() {
-        return Err(Error::usage(format!(
-            "the {what} file {} is empty",
-            path.display()
+    let file = std::fs::File::open(path).map_err(failed)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_INPUT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(failed)?;
+    if bytes.len() as u64 > MAX_INPUT {
+        return Err(failed(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("it is larger than {} KiB", MAX_INPUT / 1024),
         )));
     }
-    Ok(SecretBytes::copy_from(&bytes))
+    Ok(bytes)
 }
 
-/// Writes a file.
+/// How a secret file was read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SecretFormat {
+    /// Hex text.
+    Hex,
+    /// The raw bytes.
+    Raw,
+}
+
+impl std::fmt::Display for SecretFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Hex => "hex text",
+            Self::Raw => "raw bytes",
+        })
+    }
+}
+
+/// Reads a secret of exactly `len` bytes from a file: `2 * len` hex digits (surrounding white
+/// space ignored), or exactly `len` raw bytes. Anything else is refused, saying what the file
+/// holds instead.
+pub(crate) fn read_secret(
+    what: &str,
+    path: &Path,
+    len: usize,
+) -> Result<(SecretBytes, SecretFormat), Error> {
+    let raw = Zeroizing::new(read(path)?);
+    let text = std::str::from_utf8(&raw).ok().map(str::trim);
+    if let Some(text) = text.filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_hexdigit())) {
+        if text.len() != 2 * len {
+            return Err(Error::usage(format!(
+                "the {what} file {} holds {} hex digits: a {what} is {len} bytes, {} hex digits \
+                 or {len} raw bytes",
+                path.display(),
+                text.len(),
+                2 * len
+            )));
+        }
+        let bytes = hex_decode(what, text)?;
+        return Ok((SecretBytes::copy_from(&bytes), SecretFormat::Hex));
+    }
+    if raw.len() != len {
+        return Err(Error::usage(format!(
+            "the {what} file {} holds {} bytes that are not hex: a {what} is {len} bytes, {} \
+             hex digits or {len} raw bytes",
+            path.display(),
+            raw.len(),
+            2 * len
+        )));
+    }
+    Ok((SecretBytes::copy_from(&raw), SecretFormat::Raw))
+}
+
+/// Writes a file atomically: a temporary file next to it, renamed over it (so a symlink at
+/// `path` is replaced, never followed).
 pub(crate) fn write(path: &Path, contents: &[u8]) -> Result<(), Error> {
-    std::fs::write(path, contents).map_err(|source| Error::Write {
+    stage(path, contents)?.commit()
+}
+
+/// A file written next to its destination and not yet in place: [`commit`](Self::commit) moves
+/// it there, dropping it removes it.
+pub(crate) struct Staged {
+    temporary: std::path::PathBuf,
+    destination: std::path::PathBuf,
+}
+
+/// Writes `contents` to a temporary file in `path`'s folder (which fails early when the folder
+/// is not writable), to be moved to `path` with [`Staged::commit`].
+pub(crate) fn stage(path: &Path, contents: &[u8]) -> Result<Staged, Error> {
+    use std::io::Write as _;
+    let failed = |source| Error::Write {
         path: path.to_owned(),
         source,
-    })
+    };
+    if path.is_dir() {
+        return Err(failed(std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            "it is a directory",
+        )));
+    }
+    let name = path.file_name().ok_or_else(|| {
+        failed(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the path names no file",
+        ))
+    })?;
+    let mut temporary = path.with_file_name(".");
+    temporary.as_mut_os_string().push(name);
+    temporary
+        .as_mut_os_string()
+        .push(format!(".{}.tmp", std::process::id()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o644);
+    let mut file = options.open(&temporary).map_err(failed)?;
+    let staged = Staged {
+        temporary,
+        destination: path.to_owned(),
+    };
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .map_err(failed)?;
+    Ok(staged)
+}
+
+impl Staged {
+    /// Moves the file into place.
+    pub(crate) fn commit(self) -> Result<(), Error> {
+        std::fs::rename(&self.temporary, &self.destination).map_err(|source| Error::Write {
+            path: self.destination.clone(),
+            source,
+        })
+        // On success the temporary name no longer exists, so the drop below removes nothing.
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.temporary);
+    }
 }
 
 /// Writes a file only its owner can read (a secret seed), refusing to replace an existing one.
@@ -166,16 +275,20 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         Some(i) => text.split_at(i),
         None => (text, "s"),
     };
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?} (expected e.g. 30, 30s, 500ms, 2m)"))?;
+    let value: u64 = number.parse().map_err(|_| {
+        format!(
+            "invalid duration {} (expected e.g. 30, 30s, 500ms, 2m)",
+            hsm_core::untrusted::quoted(text)
+        )
+    })?;
     let duration = match unit {
         "ms" => Duration::from_millis(value),
         "s" => Duration::from_secs(value),
         "m" => Duration::from_secs(value.saturating_mul(60)),
         _ => {
             return Err(format!(
-                "invalid duration unit in {text:?} (use ms, s or m)"
+                "invalid duration unit in {} (use ms, s or m)",
+                hsm_core::untrusted::quoted(text)
             ));
         }
     };

@@ -52,29 +52,31 @@ impl Drop for Guard {
     }
 }
 
-#[test]
-fn serves_register_and_stops_on_ctrl_c() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write(dir.path(), "enrollments.toml", ENROLLMENTS);
-    let ca = dir.path().join("ca.pem");
-    let mut child = bin()
-        .args([
-            "emulator",
-            "--config",
-            config.to_str().unwrap(),
-            "--https",
-            "127.0.0.1:0",
-            "--mqtt",
-            "127.0.0.1:0",
-            "--write-ca",
-            ca.to_str().unwrap(),
-        ])
+/// Starts `hsm-provision emulator` with `args` (and `env`); returns it with its banner once it
+/// printed "press Ctrl-C to stop".
+fn start_emulator(
+    args: &[&str],
+    env: &[(&str, Option<&str>)],
+) -> (
+    Guard,
+    Vec<String>,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+) {
+    let mut command = bin();
+    command
+        .arg("emulator")
+        .args(args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::null());
+    for (key, value) in env {
+        match value {
+            Some(value) => command.env(key, value),
+            None => command.env_remove(key),
+        };
+    }
+    let mut child = command.spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
-    let mut guard = Guard(Some(child));
+    let guard = Guard(Some(child));
     let mut lines = BufReader::new(stdout).lines();
     let mut banner = Vec::new();
     for line in lines.by_ref() {
@@ -85,12 +87,78 @@ fn serves_register_and_stops_on_ctrl_c() {
             break;
         }
     }
-    let value = |key: &str| {
-        banner
-            .iter()
-            .find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_owned()))
-            .unwrap_or_else(|| panic!("no {key} in {banner:?}"))
-    };
+    (guard, banner, lines)
+}
+
+/// The value of a banner line (`  id scope       0ne...`).
+fn banner_value(banner: &[String], key: &str) -> String {
+    banner
+        .iter()
+        .find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_owned()))
+        .unwrap_or_else(|| panic!("no {key} in {banner:?}"))
+}
+
+#[test]
+fn the_default_ca_file_is_in_a_folder_only_this_user_owns_never_the_shared_temp_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "enrollments.toml", ENROLLMENTS);
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let (_guard, banner, _) = start_emulator(
+        &["--config", config.to_str().unwrap()],
+        &[
+            ("HOME", Some(home.to_str().unwrap())),
+            ("XDG_RUNTIME_DIR", None),
+        ],
+    );
+    let ca = std::path::PathBuf::from(banner_value(&banner, "CA certificate"));
+    assert_eq!(ca, home.join(".cache/dps-emulator/ca.pem"), "{banner:?}");
+    assert!(
+        std::fs::read_to_string(&ca)
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE-----")
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(ca.parent().unwrap()), 0o700);
+    assert_eq!(mode(&ca), 0o644);
+}
+
+#[test]
+fn a_directory_as_the_ca_file_exits_2_before_anything_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "enrollments.toml", ENROLLMENTS);
+    let run = run([
+        "emulator",
+        "--config",
+        config.to_str().unwrap(),
+        "--write-ca",
+        dir.path().to_str().unwrap(),
+    ]);
+    run.fails(2, "it is a directory");
+    assert!(!run.stdout.contains("ready"), "{run}");
+    assert!(!run.stderr.contains("listening"), "{run}");
+}
+
+#[test]
+fn serves_register_and_stops_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "enrollments.toml", ENROLLMENTS);
+    let ca = dir.path().join("ca.pem");
+    let (mut guard, banner, lines) = start_emulator(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--https",
+            "127.0.0.1:0",
+            "--mqtt",
+            "127.0.0.1:0",
+            "--write-ca",
+            ca.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let value = |key: &str| banner_value(&banner, key);
     assert_eq!(value("id scope"), "0ne00000CLI");
     assert_eq!(value("CA certificate"), ca.display().to_string());
     let global = value("global host");

@@ -13,7 +13,7 @@ use hsm_testkit::tools::openssl;
 
 const UDS: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
 const FWID: &str = "2222222222222222222222222222222222222222222222222222222222222222";
-const SEED: &str = "000102030405060708090a0b0c0d0e0f";
+const SEED: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
 /// `riot device` for the test device, its certificates written to `out`.
 fn run_device(out: &Path) -> Run {
@@ -279,6 +279,7 @@ fn register_through_the_dice_driver_with_the_root_enrolled() {
         assert_eq!(json["hubCredentials"], "x509");
     }
     // A device whose DeviceID another root issued is refused.
+    let other_root = "ff".repeat(32);
     run(with(
         emu.register(),
         &[
@@ -287,7 +288,7 @@ fn register_through_the_dice_driver_with_the_root_enrolled() {
             "--riot-fwid-hex",
             FWID,
             "--riot-root-seed-hex",
-            "ff",
+            &other_root,
         ],
     ))
     .fails(1, "DPS refused the device's credentials");

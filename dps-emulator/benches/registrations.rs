@@ -39,6 +39,7 @@ fn main() {
                 .limits(dps_emulator::Limits {
                     max_connections: 4096,
                     read_timeout: Duration::from_secs(30),
+                    ..dps_emulator::Limits::default()
                 })
                 .enroll_group(EnrollmentGroup::symmetric_key(
                     "bench",

@@ -1,5 +1,6 @@
 //! The TOML configuration file (`dps-emulator --config enrollments.toml`).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -80,15 +81,47 @@ struct TlsConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Keys {
-    primary: String,
+    primary: KeyText,
     #[serde(default)]
-    secondary: Option<String>,
+    secondary: Option<KeyText>,
+}
+
+/// A key from the file: a string, zeroized on drop, and never quoted in an error (serde's own
+/// messages quote the value they refuse).
+struct KeyText(zeroize::Zeroizing<String>);
+
+impl std::fmt::Debug for KeyText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match toml::Value::deserialize(deserializer)? {
+            toml::Value::String(text) => Ok(Self(zeroize::Zeroizing::new(text))),
+            other => Err(serde::de::Error::custom(format!(
+                "a key is a base64 string, not {} {}",
+                article(other.type_str()),
+                other.type_str()
+            ))),
+        }
+    }
+}
+
+/// "a" or "an", for a TOML type name.
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EnrollmentConfig {
-    registration_id: String,
+    registration_id: toml::Spanned<String>,
     #[serde(default)]
     device_id: Option<String>,
     #[serde(default)]
@@ -114,7 +147,7 @@ struct EnrollmentConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GroupConfig {
-    id: String,
+    id: toml::Spanned<String>,
     #[serde(default)]
     symmetric_key: Option<Keys>,
     #[serde(default)]
@@ -137,11 +170,7 @@ impl Config {
     /// # Errors
     /// [`Error::File`] when it cannot be read, [`Error::Config`] when it is not valid.
     pub fn from_file(path: &Path) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::File {
-            operation: "read configuration",
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = crate::files::read_text(path, "read configuration")?;
         let mut config = Self::from_toml(&text).map_err(|e| match e {
             Error::Config { reason, .. } => Error::Config {
                 path: Some(path.to_owned()),
@@ -158,10 +187,47 @@ impl Config {
     /// # Errors
     /// [`Error::Config`] when it is not valid.
     pub fn from_toml(text: &str) -> Result<Self, Error> {
-        toml::from_str(text).map_err(|e| Error::Config {
-            path: None,
-            reason: e.to_string(),
-        })
+        let invalid = |reason: String| Error::Config { path: None, reason };
+        // The parser's message and the line, never its excerpt of the file: that line may hold
+        // a key.
+        let config: Self = toml::from_str(text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|s| format!(" (line {})", line_of(text, s.start)))
+                .unwrap_or_default();
+            invalid(format!("{}{at}", e.message().trim()))
+        })?;
+        config.check_ids(text).map_err(invalid)?;
+        Ok(config)
+    }
+
+    /// Every registration id and group id valid, and none twice (DPS ids ignore case).
+    fn check_ids(&self, text: &str) -> Result<(), String> {
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let ids = self
+            .enrollments
+            .iter()
+            .map(|e| ("registration id", &e.registration_id))
+            .chain(self.groups.iter().map(|g| ("group id", &g.id)));
+        for (what, id) in ids {
+            let line = line_of(text, id.span().start);
+            if let Err(e) = hsm_core::RegistrationId::new(id.get_ref().as_str()) {
+                let reason = match e {
+                    hsm_core::Error::InvalidRegistrationId { reason } => reason,
+                    other => other.to_string(),
+                };
+                return Err(format!("line {line}: the {what} is not valid: {reason}"));
+            }
+            let key = format!("{what}:{}", id.get_ref().to_ascii_lowercase());
+            if let Some(first) = seen.insert(key, line) {
+                return Err(format!(
+                    "line {line}: {what} \"{}\" is given twice (first at line {first}); DPS ids \
+                     ignore case",
+                    id.get_ref()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Where to write the CA certificate for clients, if configured.
@@ -173,19 +239,18 @@ impl Config {
     }
 
     fn read(&self, path: &Path, what: &'static str) -> Result<String, Error> {
-        let path = self.base.join(path);
-        std::fs::read_to_string(&path).map_err(|source| Error::File {
-            operation: what,
-            path,
-            source,
-        })
+        crate::files::read_text(&self.base.join(path), what)
     }
 
     fn certificate(&self, id: &str, path: &Path) -> Result<CertificateDer<'static>, Error> {
         let pem = self.read(path, "read certificate")?;
         CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| Error::Enrollment {
             id: id.to_owned(),
-            reason: format!("{} is not a PEM certificate: {e}", path.display()),
+            reason: format!(
+                "{} is not a PEM certificate: {}",
+                path.display(),
+                crate::tls::pem_problem(&e)
+            ),
         })
     }
 
@@ -257,7 +322,7 @@ impl Config {
     }
 
     fn enrollment(&self, e: &EnrollmentConfig) -> Result<Enrollment, Error> {
-        let id = e.registration_id.as_str();
+        let id = e.registration_id.get_ref().as_str();
         let chosen = [
             e.symmetric_key.is_some(),
             e.x509_certificate.is_some(),
@@ -278,7 +343,7 @@ impl Config {
         let mut enrollment = if let Some(k) = &e.symmetric_key {
             Enrollment::symmetric_key(
                 id,
-                KeyPair::from_base64(id, &k.primary, k.secondary.as_deref())?,
+                KeyPair::from_base64(id, &k.primary.0, k.secondary.as_ref().map(|s| s.0.as_str()))?,
             )
         } else if let Some(path) = &e.x509_certificate {
             Enrollment::x509_certificate(id, self.certificate(id, path)?)
@@ -306,11 +371,11 @@ impl Config {
     }
 
     fn group(&self, g: &GroupConfig) -> Result<EnrollmentGroup, Error> {
-        let id = g.id.as_str();
+        let id = g.id.get_ref().as_str();
         let mut group = match (&g.symmetric_key, &g.x509_ca) {
             (Some(k), None) => EnrollmentGroup::symmetric_key(
                 id,
-                KeyPair::from_base64(id, &k.primary, k.secondary.as_deref())?,
+                KeyPair::from_base64(id, &k.primary.0, k.secondary.as_ref().map(|s| s.0.as_str()))?,
             ),
             (None, Some(path)) => EnrollmentGroup::x509_ca(id, self.certificate(id, path)?),
             _ => {
@@ -329,6 +394,12 @@ impl Config {
         )?;
         Ok(group)
     }
+}
+
+/// The 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset)
+        .map_or(1, |t| t.bytes().filter(|&b| b == b'\n').count() + 1)
 }
 
 fn common(

@@ -17,14 +17,20 @@ use rustls_pki_types::CertificateDer;
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// Connection limits of both endpoints.
+/// What the emulator allows its clients, so that no client can hold it or fill its memory.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// Connections served at once; more are closed at accept.
+    /// Connections served at once (per endpoint); more are closed at accept. Default 1024.
     pub max_connections: usize,
-    /// Time allowed for the TLS handshake and for each request's headers (and, over MQTT, for
-    /// the CONNECT packet).
+    /// Time allowed for the TLS handshake, for each HTTPS request's headers and then for its
+    /// body, and for each MQTT packet as a whole, the CONNECT first. Default 10 s.
     pub read_timeout: Duration,
+    /// Operations (registrations in progress or done, answered to polls) kept at most; the
+    /// oldest go first. A device's new registration replaces its earlier operations. Default
+    /// 10,000.
+    pub max_operations: usize,
+    /// How long an operation can be polled after its registration. Default 10 minutes.
+    pub operation_ttl: Duration,
 }
 
 impl Default for Limits {
@@ -32,6 +38,8 @@ impl Default for Limits {
         Self {
             max_connections: 1024,
             read_timeout: Duration::from_secs(10),
+            max_operations: 10_000,
+            operation_ttl: Duration::from_secs(600),
         }
     }
 }
@@ -58,7 +66,7 @@ pub(crate) async fn session(accepted: Accepted, service: Arc<Service>, limits: L
     let svc = service_fn(move |req| {
         let service = service.clone();
         let chain = chain.clone();
-        async move { handle(&service, &chain, req).await }
+        async move { handle(&service, &chain, limits, req).await }
     });
     let served = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -73,6 +81,7 @@ pub(crate) async fn session(accepted: Accepted, service: Arc<Service>, limits: L
 async fn handle(
     service: &Service,
     chain: &[CertificateDer<'static>],
+    limits: Limits,
     req: hyper::Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, DropConnection> {
     let method = req.method().clone();
@@ -91,9 +100,12 @@ async fn handle(
     };
     let kind = match (&method, &route.operation) {
         (&Method::PUT, Some(Tail::Register)) => {
-            match Limited::new(req.into_body(), MAX_BODY).collect().await {
-                Ok(body) => RequestKind::Register(body.to_bytes().to_vec()),
-                Err(e)
+            // The body within the read timeout, like the headers (hyper times those): a
+            // client that announces a body and sends it slowly, or not at all, is cut off.
+            let body = Limited::new(req.into_body(), MAX_BODY).collect();
+            match tokio::time::timeout(limits.read_timeout, body).await {
+                Ok(Ok(body)) => RequestKind::Register(body.to_bytes().to_vec()),
+                Ok(Err(e))
                     if e.downcast_ref::<http_body_util::LengthLimitError>()
                         .is_some() =>
                 {
@@ -103,7 +115,20 @@ async fn handle(
                         "The request body is too large.",
                     )));
                 }
-                Err(_) => return Err(DropConnection),
+                Ok(Err(_)) => return Err(DropConnection),
+                Err(_) => {
+                    tracing::debug!("request body not received within the read timeout");
+                    let mut response = respond(Reply::error(
+                        408,
+                        408000,
+                        "The request body did not arrive in time.",
+                    ));
+                    response.headers_mut().insert(
+                        hyper::header::CONNECTION,
+                        hyper::header::HeaderValue::from_static("close"),
+                    );
+                    return Ok(response);
+                }
             }
         }
         (&Method::GET, Some(Tail::Operation(id))) => RequestKind::Operation(id.clone()),

@@ -6,10 +6,12 @@ mod config;
 mod enrollment;
 mod error;
 mod faults;
+mod files;
 mod https;
 mod listener;
 mod mqtt;
 mod sas;
+mod serve;
 mod service;
 mod store;
 mod tls;
@@ -32,9 +34,11 @@ pub use enrollment::{
 };
 pub use error::Error;
 pub use faults::{Fault, FaultKind, FaultTarget};
+pub use files::{MAX_FILE, default_ca_path};
 pub use https::{Limits, MAX_BODY, fuzz_route};
 pub use mqtt::fuzz_topic;
 pub use sas::{SasError, SasToken};
+pub use serve::serve_until_ctrl_c;
 pub use service::{API_VERSIONS, AttestationKind, RegistrationRecord};
 
 use service::{Service, Settings};
@@ -217,6 +221,7 @@ impl EmulatorBuilder {
             self.enrollments,
             ca,
             self.state_file,
+            self.limits,
         )?);
         for fault in self.faults {
             service.faults.inject(fault);
@@ -323,16 +328,18 @@ impl Emulator {
         self.service.ca.key_pem()
     }
 
-    /// Writes the CA certificate to a PEM file.
+    /// Writes the CA certificate to a PEM file: atomically (a new file renamed over the old
+    /// one, so a symlink at `path` is replaced, never followed), mode 0644.
     ///
     /// # Errors
     /// [`Error::File`] when the file cannot be written.
     pub fn write_ca(&self, path: &Path) -> Result<(), Error> {
-        std::fs::write(path, self.ca_pem()).map_err(|source| Error::File {
-            operation: "write the CA certificate",
-            path: path.to_owned(),
-            source,
-        })
+        files::write_atomic(
+            path,
+            self.ca_pem().as_bytes(),
+            0o644,
+            "write the CA certificate",
+        )
     }
 
     /// Injects a fault.
@@ -353,6 +360,18 @@ impl Emulator {
             .write()
             .unwrap_or_else(|e| e.into_inner());
         f(&mut enrollments)
+    }
+
+    /// How many operations (registrations that polls can ask about) the emulator keeps now:
+    /// bounded by [`Limits::max_operations`] and [`Limits::operation_ttl`], one per device.
+    pub fn operations_kept(&self) -> usize {
+        self.service.operations_kept()
+    }
+
+    /// Requests the emulator has handled (register, poll and status requests, MQTT CONNECTs;
+    /// the ones answered with an injected fault too).
+    pub fn requests(&self) -> u64 {
+        self.service.requests()
     }
 
     /// Every device registered so far.

@@ -20,7 +20,9 @@ struct Args {
     /// Listen for MQTT over TLS here (overrides the file).
     #[arg(long)]
     mqtt: Option<SocketAddr>,
-    /// Write the CA certificate clients must trust to this PEM file.
+    /// Write the CA certificate clients must trust to this PEM file [default: the file's
+    /// `[tls] write_ca`, else dps-emulator-ca.pem in $XDG_RUNTIME_DIR, else
+    /// ~/.cache/dps-emulator/ca.pem].
     #[arg(long)]
     write_ca: Option<PathBuf>,
 }
@@ -33,6 +35,7 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(Args::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -63,25 +66,5 @@ async fn run(args: Args) -> Result<(), dps_emulator::Error> {
     if let Some(addr) = args.mqtt {
         builder = builder.mqtt_listen(Some(addr));
     }
-    let emulator = builder.start().await?;
-    let ca_path = args
-        .write_ca
-        .or(file_ca)
-        .unwrap_or_else(|| std::env::temp_dir().join("dps-emulator-ca.pem"));
-    emulator.write_ca(&ca_path)?;
-    println!("dps-emulator ready");
-    println!("  id scope       {}", emulator.id_scope());
-    println!("  https          https://{}", emulator.https_addr());
-    if let Some(mqtt) = emulator.mqtt_addr() {
-        println!("  mqtt           mqtts://{mqtt}");
-    }
-    println!("  global host    {}", emulator.global_endpoint());
-    println!("  CA certificate {}", ca_path.display());
-    println!("press Ctrl-C to stop");
-    if let Err(e) = tokio::signal::ctrl_c().await {
-        eprintln!("cannot wait for Ctrl-C ({e}); stopping");
-    }
-    println!("stopping");
-    emulator.shutdown().await;
-    Ok(())
+    dps_emulator::serve_until_ctrl_c(builder, args.write_ca.or(file_ca)).await
 }

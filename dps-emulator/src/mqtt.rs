@@ -53,14 +53,17 @@ struct Connection<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// The next packet, whole within `timeout` (a deadline for the packet, not for each read:
+    /// a byte every few seconds does not keep a connection alive).
     async fn read(&mut self, timeout: Duration) -> Result<Option<Packet>, SessionError> {
+        let deadline = tokio::time::Instant::now() + timeout;
         loop {
             match Packet::read(&mut self.buffer, MAX_BODY + 1024) {
                 Ok(packet) => return Ok(Some(packet)),
                 Err(MqttError::InsufficientBytes(_)) => {}
                 Err(e) => return Err(e.into()),
             }
-            let n = tokio::time::timeout(timeout, self.stream.read_buf(&mut self.buffer))
+            let n = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buffer))
                 .await
                 .map_err(|_| SessionError::Timeout)??;
             if n == 0 {

@@ -21,9 +21,17 @@ pub enum SasError {
     /// The token has expired.
     #[error("the SAS token has expired")]
     Expired,
-    /// The key name is not the one DPS expects.
-    #[error("the SAS token's key name must be 'registration'")]
-    WrongKeyName,
+    /// The key name (`skn`) is not the one the service expects: `registration` for DPS
+    /// (as Azure documents it: for the device API the policy is always `registration`), none
+    /// for a device's own key.
+    #[error("the SAS token's key name (skn) {}", match expected {
+        Some(name) => format!("must be '{name}'"),
+        None => "must be absent for a device key".to_owned(),
+    })]
+    WrongKeyName {
+        /// The key name expected, or `None` when there must be none.
+        expected: Option<&'static str>,
+    },
     /// No enrolled key produced this signature.
     #[error("the SAS token's signature does not verify")]
     BadSignature,
@@ -96,8 +104,13 @@ impl SasToken {
         self.se
     }
 
-    /// Checks the token against a registration: resource, expiry, key name, and that one of
-    /// `keys` signed it.
+    /// The key name (`skn`), if the token has one.
+    pub fn key_name(&self) -> Option<&str> {
+        self.skn.as_deref()
+    }
+
+    /// Checks the token: its resource, its expiry, its key name (`key_name`, or none at all),
+    /// and that one of `keys` signed it.
     ///
     /// # Errors
     /// The first check that failed.
@@ -105,6 +118,7 @@ impl SasToken {
         &self,
         resource: &str,
         now: u64,
+        key_name: Option<&'static str>,
         keys: impl IntoIterator<Item = &'k [u8]>,
     ) -> Result<(), SasError> {
         if !self.sr.eq_ignore_ascii_case(resource) {
@@ -113,8 +127,8 @@ impl SasToken {
         if self.se <= now {
             return Err(SasError::Expired);
         }
-        if self.skn.as_deref().is_some_and(|s| s != "registration") {
-            return Err(SasError::WrongKeyName);
+        if self.skn.as_deref() != key_name {
+            return Err(SasError::WrongKeyName { expected: key_name });
         }
         // Clients sign the `sr` text they send; accept the decoded form too (identical for the
         // plain encoding).
@@ -161,6 +175,12 @@ mod tests {
         mac.finalize().into_bytes().into()
     }
 
+    impl SasToken {
+        fn sig_base64(&self) -> String {
+            hsm_core::percent::encode(BASE64.encode(&self.sig).as_bytes())
+        }
+    }
+
     fn token(key: &[u8], encoding: ResourceEncoding, se: u64) -> String {
         let id = RegistrationId::new("dev-1").unwrap();
         SasTokenBuilder::for_registration("0ne0000A", &id)
@@ -178,8 +198,13 @@ mod tests {
         for encoding in [ResourceEncoding::LowercasePercent, ResourceEncoding::Plain] {
             let t = SasToken::parse(&token(b"k1", encoding, 2000)).unwrap();
             assert_eq!(t.resource(), "0ne0000A/registrations/dev-1");
-            t.verify("0ne0000A/registrations/dev-1", 1000, [&b"k0"[..], b"k1"])
-                .unwrap();
+            t.verify(
+                "0ne0000A/registrations/dev-1",
+                1000,
+                Some("registration"),
+                [&b"k0"[..], b"k1"],
+            )
+            .unwrap();
         }
     }
 
@@ -187,12 +212,48 @@ mod tests {
     fn refuses_wrong_key_expiry_resource() {
         let t = SasToken::parse(&token(b"k1", ResourceEncoding::Plain, 2000)).unwrap();
         let r = "0ne0000A/registrations/dev-1";
-        assert_eq!(t.verify(r, 1000, [&b"k2"[..]]), Err(SasError::BadSignature));
-        assert_eq!(t.verify(r, 2000, [&b"k1"[..]]), Err(SasError::Expired));
+        let dps = Some("registration");
         assert_eq!(
-            t.verify("0ne0000A/registrations/dev-2", 1000, [&b"k1"[..]]),
+            t.verify(r, 1000, dps, [&b"k2"[..]]),
+            Err(SasError::BadSignature)
+        );
+        assert_eq!(t.verify(r, 2000, dps, [&b"k1"[..]]), Err(SasError::Expired));
+        assert_eq!(
+            t.verify("0ne0000A/registrations/dev-2", 1000, dps, [&b"k1"[..]]),
             Err(SasError::WrongResource)
         );
+    }
+
+    #[test]
+    fn the_key_name_must_be_the_expected_one_and_not_missing() {
+        let r = "0ne0000A/registrations/dev-1";
+        let with = SasToken::parse(&token(b"k1", ResourceEncoding::Plain, 2000)).unwrap();
+        assert_eq!(with.key_name(), Some("registration"));
+        assert_eq!(
+            with.verify(r, 1000, None, [&b"k1"[..]]),
+            Err(SasError::WrongKeyName { expected: None })
+        );
+        let without = SasToken::parse(&format!(
+            "SharedAccessSignature sr={r}&sig={}&se=2000",
+            with.sig_base64()
+        ))
+        .unwrap();
+        let dps = Some("registration");
+        assert_eq!(
+            without.verify(r, 1000, dps, [&b"k1"[..]]),
+            Err(SasError::WrongKeyName { expected: dps })
+        );
+        let other = SasToken::parse(&format!(
+            "SharedAccessSignature sr={r}&sig={}&se=2000&skn=owner",
+            with.sig_base64()
+        ))
+        .unwrap();
+        let refused = other.verify(r, 1000, dps, [&b"k1"[..]]).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "the SAS token's key name (skn) must be 'registration'"
+        );
+        without.verify(r, 1000, None, [&b"k1"[..]]).unwrap();
     }
 
     #[test]

@@ -8,10 +8,10 @@ mod auth;
 mod operation;
 mod register;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use crate::clock::{now_rfc3339, random_hex};
 use crate::enrollment::{AllocationPolicy, Enrollments};
 use crate::faults::{FaultKind, Faults};
+use crate::https::Limits;
 use crate::tls::Ca;
 use crate::{Error, store};
 
@@ -185,12 +186,76 @@ struct Operation {
     registration_id: String,
     state: Value,
     polls_left: u32,
+    created: Instant,
+}
+
+/// The operations polls can ask for, bounded ([`Limits`]): a device's new registration
+/// replaces its earlier operation, operations expire after `operation_ttl`, and at most
+/// `max_operations` are kept, the oldest going first.
+#[derive(Debug, Default)]
+struct Operations {
+    by_id: HashMap<String, Operation>,
+    /// Each registration id's latest operation.
+    latest: HashMap<String, String>,
+    /// Operation ids, oldest first (some already gone: replaced by a newer registration).
+    order: VecDeque<String>,
+}
+
+impl Operations {
+    fn insert(&mut self, id: String, operation: Operation, limits: &Limits) {
+        if let Some(previous) = self
+            .latest
+            .insert(operation.registration_id.clone(), id.clone())
+        {
+            self.by_id.remove(&previous);
+        }
+        self.by_id.insert(id.clone(), operation);
+        self.order.push_back(id);
+        self.prune(limits);
+    }
+
+    /// The operation, unless it has expired.
+    fn get_mut(&mut self, id: &str, limits: &Limits) -> Option<&mut Operation> {
+        self.prune(limits);
+        self.by_id.get_mut(id)
+    }
+
+    fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    fn prune(&mut self, limits: &Limits) {
+        let now = Instant::now();
+        while let Some(oldest) = self.order.front() {
+            let expired = match self.by_id.get(oldest) {
+                None => true,
+                Some(op) => {
+                    self.by_id.len() > limits.max_operations
+                        || now.duration_since(op.created) > limits.operation_ttl
+                }
+            };
+            if !expired {
+                break;
+            }
+            if let Some(id) = self.order.pop_front()
+                && let Some(op) = self.by_id.remove(&id)
+                && self.latest.get(&op.registration_id) == Some(&id)
+            {
+                self.latest.remove(&op.registration_id);
+            }
+        }
+        // Replaced operations behind a live one: drop their ids once they are the majority.
+        if self.order.len() > 2 * self.by_id.len() + 64 {
+            let by_id = &self.by_id;
+            self.order.retain(|id| by_id.contains_key(id));
+        }
+    }
 }
 
 /// What the service remembers between requests.
 #[derive(Default)]
 struct State {
-    operations: HashMap<String, Operation>,
+    operations: Operations,
     registrations: HashMap<String, RegistrationRecord>,
     /// TPM challenges issued, by registration id.
     tpm: HashMap<String, auth::TpmSession>,
@@ -204,6 +269,9 @@ pub(crate) struct Service {
     pub(crate) faults: Faults,
     pub(crate) ca: Ca,
     store: Option<PathBuf>,
+    limits: Limits,
+    /// Requests handled (register, poll, status, MQTT CONNECT), faults included.
+    requests: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Service {
@@ -220,6 +288,7 @@ impl Service {
         enrollments: Enrollments,
         ca: Ca,
         store: Option<PathBuf>,
+        limits: Limits,
     ) -> Result<Self, Error> {
         let mut state = State::default();
         if let Some(path) = &store {
@@ -232,7 +301,21 @@ impl Service {
             faults: Faults::default(),
             ca,
             store,
+            limits,
+            requests: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Requests handled so far.
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many operations polls can still ask for.
+    pub(crate) fn operations_kept(&self) -> usize {
+        let mut state = self.lock();
+        state.operations.prune(&self.limits);
+        state.operations.len()
     }
 
     pub(crate) fn registrations(&self) -> Vec<RegistrationRecord> {
@@ -261,6 +344,8 @@ impl Service {
 
     /// Handles one request, including any injected fault.
     pub(crate) async fn handle(&self, request: Request<'_>) -> Reply {
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let is_poll = matches!(request.kind, RequestKind::Operation(_));
         let is_connect = matches!(request.kind, RequestKind::Connect);
         let fault = (!is_connect)

@@ -1,23 +1,16 @@
-//! Registration records on disk, written atomically (temp file + rename).
+//! Registration records on disk, written atomically (temporary file, fsync, rename, mode 0600).
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::Error;
 use crate::service::RegistrationRecord;
+use crate::{Error, files};
 
 pub(crate) fn load(path: &Path) -> Result<HashMap<String, RegistrationRecord>, Error> {
-    let text = match std::fs::read(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
-        Err(source) => {
-            return Err(Error::File {
-                operation: "read registration store",
-                path: path.to_owned(),
-                source,
-            });
-        }
-    };
+    if !path.exists() {
+        return Ok(HashMap::new());
+    }
+    let text = files::read_at_most(path, files::MAX_STATE_FILE, "read registration store")?;
     let list: Vec<RegistrationRecord> =
         serde_json::from_slice(&text).map_err(|source| Error::Store {
             path: path.to_owned(),
@@ -39,14 +32,5 @@ pub(crate) fn save(
         path: path.to_owned(),
         source,
     })?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    let file_err = |operation, source| Error::File {
-        operation,
-        path: path.to_owned(),
-        source,
-    };
-    std::fs::write(&tmp, text).map_err(|e| file_err("write registration store", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| file_err("replace registration store", e))
+    files::write_atomic(path, &text, 0o600, "write registration store")
 }

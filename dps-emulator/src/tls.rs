@@ -82,7 +82,7 @@ impl Ca {
         let certificate = rustls_pki_types::pem::PemObject::from_pem_slice(cert_pem.as_bytes())
             .map_err(|e| Error::Config {
                 path: None,
-                reason: format!("the CA certificate is not PEM: {e}"),
+                reason: format!("the CA certificate is not usable: {}", pem_problem(&e)),
             })?;
         let issuer = Issuer::from_ca_cert_der(&certificate, key)
             .map_err(cert_err("read the CA certificate"))?;
@@ -176,6 +176,20 @@ fn end_entity(params: &mut CertificateParams, usage: ExtendedKeyUsagePurpose) {
     params.extended_key_usages = vec![usage];
     params.use_authority_key_identifier_extension = true;
     params.serial_number = Some(random_serial());
+}
+
+/// What is wrong with a PEM file, in words (the parser's own messages name its variants:
+/// `base64 decode error: InvalidCharacter(33)`).
+pub(crate) fn pem_problem(error: &rustls_pki_types::pem::Error) -> &'static str {
+    use rustls_pki_types::pem::Error as E;
+    match error {
+        E::MissingSectionEnd { .. } => "a PEM section has no END line",
+        E::IllegalSectionStart { .. } => "a line that starts a PEM section is malformed",
+        E::Base64Decode(_) => "the base64 inside a PEM section is invalid",
+        E::NoItemsFound => "it holds no certificate",
+        E::SectionTooLarge => "a PEM section is too large",
+        _ => "it is not valid PEM",
+    }
 }
 
 fn dn_text(value: &rcgen::DnValue) -> Option<String> {

@@ -577,6 +577,7 @@ async fn slow_clients_are_cut_off_and_connections_are_limited() {
         b.limits(dps_emulator::Limits {
             max_connections: 2,
             read_timeout: Duration::from_millis(300),
+            ..dps_emulator::Limits::default()
         })
     })
     .await;

@@ -15,6 +15,7 @@ mod registration_id;
 mod sas;
 mod secret;
 pub mod signature;
+pub mod untrusted;
 
 pub use algorithm::{KeyAlgorithm, SignatureScheme};
 pub use attestation::{SymmetricKeyAttestation, TpmAttestation, X509Attestation};

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use hsm_core::untrusted::quoted;
 use hsm_core::{
     CertificateDer, KeyHandle, SymmetricKeyAttestation, TpmAttestation, X509Attestation,
 };
@@ -259,7 +260,10 @@ fn check_id_scope(text: &str) -> Result<String, Error> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
     {
-        return Err(Error::config(format!("invalid ID scope {scope:?}")));
+        return Err(Error::config(format!(
+            "invalid ID scope {} (1 to 64 of A-Z, a-z, 0-9, '-', '_', '.')",
+            quoted(scope)
+        )));
     }
     Ok(scope.to_owned())
 }
@@ -273,7 +277,10 @@ fn api_version(given: Option<String>, csr: bool) -> Result<String, Error> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-')
     {
-        return Err(Error::config(format!("invalid API version {version:?}")));
+        return Err(Error::config(format!(
+            "invalid API version {} (letters, digits and '-', e.g. 2021-06-01)",
+            quoted(&version)
+        )));
     }
     if csr && version.as_str() < CSR_API_VERSION {
         return Ok(CSR_API_VERSION.to_owned());

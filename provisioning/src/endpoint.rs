@@ -17,7 +17,12 @@ impl Endpoint {
     /// Parses `host`, `host:port`, `[v6]` or `[v6]:port`, optionally as an `https://` or
     /// `mqtts://` URI with an empty path; `default_port` applies when none is given.
     pub(crate) fn parse(text: &str, default_port: u16) -> Result<Self, Error> {
-        let bad = |why: &str| Error::config(format!("global endpoint {text:?}: {why}"));
+        let bad = |why: &str| {
+            Error::config(format!(
+                "global endpoint {}: {why}",
+                hsm_core::untrusted::quoted(text)
+            ))
+        };
         let text = text.trim();
         let authority = if text.contains("://") {
             let uri: Uri = text.parse().map_err(|_| bad("not a valid URI"))?;

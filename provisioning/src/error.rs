@@ -25,16 +25,22 @@ pub struct ServiceError {
 }
 
 impl fmt::Display for ServiceError {
+    /// What the server sent, its control characters escaped (a hostile server cannot send
+    /// escape sequences to a terminal through this).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "status {}", self.status)?;
         if let Some(code) = self.error_code {
             write!(f, ", error code {code}")?;
         }
         if let Some(message) = &self.message {
-            write!(f, ": {message}")?;
+            write!(f, ": {}", hsm_core::untrusted::printable(message))?;
         }
         if let Some(tracking) = &self.tracking_id {
-            write!(f, " (tracking id {tracking})")?;
+            write!(
+                f,
+                " (tracking id {})",
+                hsm_core::untrusted::printable(tracking)
+            )?;
         }
         Ok(())
     }
@@ -46,10 +52,11 @@ impl std::error::Error for ServiceError {}
 ///
 /// Retried (with backoff, within the retry policy and the overall deadline) before they are
 /// returned: [`Throttled`](Self::Throttled), [`Transient`](Self::Transient),
-/// [`Io`](Self::Io), [`Mqtt`](Self::Mqtt), [`MalformedResponse`](Self::MalformedResponse) and
-/// [`ResponseTooLarge`](Self::ResponseTooLarge). Returned at once: everything else, in
+/// [`Io`](Self::Io) and [`Mqtt`](Self::Mqtt). Returned at once: everything else, in
 /// particular [`Unauthorized`](Self::Unauthorized), [`Rejected`](Self::Rejected),
-/// [`Failed`](Self::Failed), [`Tls`](Self::Tls) and [`Driver`](Self::Driver).
+/// [`Failed`](Self::Failed), [`Tls`](Self::Tls), [`Driver`](Self::Driver) and the protocol
+/// errors [`MalformedResponse`](Self::MalformedResponse), [`ResponseTooLarge`](Self::ResponseTooLarge)
+/// and [`NotMqtt`](Self::NotMqtt): a server that answers nonsense answers it again.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -117,7 +124,7 @@ pub enum Error {
         message: Option<String>,
     },
 
-    /// The overall deadline passed (or the next wait would pass it).
+    /// The overall deadline passed.
     #[error("registration did not finish within {after:?}")]
     Timeout {
         /// The deadline that was configured.
@@ -125,6 +132,31 @@ pub enum Error {
         /// The last retried failure before the deadline, if any.
         #[source]
         last: Option<Box<Error>>,
+    },
+
+    /// DPS asked (with `Retry-After`) to wait longer than the rest of the deadline allows.
+    #[error(
+        "DPS asked to wait {asked:?} before the next request, longer than the {left:?} left of \
+         the {deadline:?} deadline (give a longer timeout, or register later)"
+    )]
+    WaitBeyondDeadline {
+        /// The wait DPS asked for (after [`RetryPolicy`](crate::RetryPolicy)'s bounds).
+        asked: Duration,
+        /// What was left of the deadline.
+        left: Duration,
+        /// The configured deadline.
+        deadline: Duration,
+        /// The answer that asked for the wait, when it was an error (a 429 or 5xx).
+        #[source]
+        last: Option<Box<Error>>,
+    },
+
+    /// The server on the MQTT port does not speak MQTT (its first answer to CONNECT was
+    /// something else).
+    #[error("the server at the MQTT port does not speak MQTT: {reason}")]
+    NotMqtt {
+        /// What it answered.
+        reason: String,
     },
 
     /// A response could not be understood: invalid JSON, a missing or contradictory field
@@ -214,12 +246,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::Throttled { .. }
-                | Self::Transient { .. }
-                | Self::Io { .. }
-                | Self::Mqtt { .. }
-                | Self::MalformedResponse { .. }
-                | Self::ResponseTooLarge { .. }
+            Self::Throttled { .. } | Self::Transient { .. } | Self::Io { .. } | Self::Mqtt { .. }
         )
     }
 }
@@ -232,7 +259,7 @@ fn describe_failure(error_code: Option<u64>, message: Option<&str>) -> String {
     }
     if let Some(message) = message {
         text.push_str(": ");
-        text.push_str(message);
+        text.push_str(&hsm_core::untrusted::printable(message));
     }
     text
 }

@@ -26,9 +26,12 @@ pub struct RetryPolicy {
     pub jitter: bool,
     /// The longest `Retry-After` the client honours; longer values are cut to it. Default 60 s.
     pub max_retry_after: Duration,
-    /// The wait between polls when DPS sends no `Retry-After`. Default 2 s. A `Retry-After` of
-    /// 0 is honoured as 0.
+    /// The wait between polls when DPS sends no `Retry-After`. Default 2 s.
     pub default_poll_interval: Duration,
+    /// The shortest wait before a poll or a retried request, whatever `Retry-After` says:
+    /// a server that answers `Retry-After: 0` is not polled in a tight loop. Default 1 s; the
+    /// local `dps-emulator` (tests, benchmarks) may set it to zero.
+    pub min_poll_interval: Duration,
     /// How long one request may take (connect, TLS handshake, answer) before it counts as a
     /// connection failure and is retried on a new connection. Default 30 s.
     pub request_timeout: Duration,
@@ -43,6 +46,7 @@ impl Default for RetryPolicy {
             jitter: true,
             max_retry_after: Duration::from_secs(60),
             default_poll_interval: Duration::from_secs(2),
+            min_poll_interval: Duration::from_secs(1),
             request_timeout: Duration::from_secs(30),
         }
     }
@@ -75,9 +79,13 @@ impl RetryPolicy {
         half + Duration::from_nanos(extra)
     }
 
-    /// The wait a `Retry-After` asks for, clamped; `fallback` when there is none.
+    /// The wait a `Retry-After` asks for, clamped to `[min_poll_interval, max_retry_after]`;
+    /// `fallback` when there is none.
     pub(crate) fn retry_after(&self, asked: Option<Duration>, fallback: Duration) -> Duration {
-        asked.unwrap_or(fallback).min(self.max_retry_after)
+        asked
+            .unwrap_or(fallback)
+            .min(self.max_retry_after)
+            .max(self.min_poll_interval)
     }
 }
 
@@ -104,11 +112,20 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_is_clamped_and_zero_is_honoured() {
+    fn retry_after_is_clamped_to_the_floor_and_the_ceiling() {
         let policy = RetryPolicy::default();
         let two = Duration::from_secs(2);
+        // Retry-After: 0 from a sloppy server: no tight loop.
         assert_eq!(
             policy.retry_after(Some(Duration::ZERO), two),
+            Duration::from_secs(1)
+        );
+        let no_floor = RetryPolicy {
+            min_poll_interval: Duration::ZERO,
+            ..policy
+        };
+        assert_eq!(
+            no_floor.retry_after(Some(Duration::ZERO), two),
             Duration::ZERO
         );
         assert_eq!(policy.retry_after(None, two), two);

@@ -142,7 +142,8 @@ impl<'a> Run<'a> {
                     let wait = config
                         .retry
                         .retry_after(retry_after, config.retry.default_poll_interval);
-                    self.sleep(wait).await?;
+                    let asked = retry_after.map(|a| a.min(config.retry.max_retry_after));
+                    self.sleep(wait, asked).await?;
                     tracing::debug!(registration_id = %registration_id, operation_id = %operation_id, "poll");
                     let request = Request {
                         kind: RequestKind::Poll {
@@ -220,13 +221,14 @@ impl<'a> Run<'a> {
                             _ => return Err(Error::Rejected { error }),
                         },
                         Ok(reply) => return Ok(reply),
-                        Err(malformed) => (
-                            Error::MalformedResponse {
+                        // A server that answered nonsense answers it again: report it now,
+                        // the first real cause, rather than retrying into a later error.
+                        Err(malformed) => {
+                            return Err(Error::MalformedResponse {
                                 operation,
                                 reason: malformed.0,
-                            },
-                            None,
-                        ),
+                            });
+                        }
                     }
                 }
             };
@@ -249,13 +251,25 @@ impl<'a> Run<'a> {
             };
             tracing::warn!(operation, attempt, error = %error, wait = ?wait, "retrying");
             self.last = Some(error);
-            self.sleep(wait).await?;
+            let asked = asked.map(|a| a.min(policy.max_retry_after));
+            self.sleep(wait, asked).await?;
         }
     }
 
-    /// Sleeps, or fails at once with a timeout if the wait would pass the deadline.
-    async fn sleep(&mut self, wait: Duration) -> Result<(), Error> {
-        if Instant::now() + wait >= self.deadline {
+    /// Sleeps, or fails at once if the wait would pass the deadline: with what DPS asked for
+    /// when its `Retry-After` (`asked`) alone is longer than what is left, else with a timeout.
+    async fn sleep(&mut self, wait: Duration, asked: Option<Duration>) -> Result<(), Error> {
+        let now = Instant::now();
+        if now + wait >= self.deadline {
+            let left = self.deadline.saturating_duration_since(now);
+            if asked.is_some_and(|asked| asked > left) {
+                return Err(Error::WaitBeyondDeadline {
+                    asked: wait,
+                    left,
+                    deadline: self.config.timeout,
+                    last: self.last.take().map(Box::new),
+                });
+            }
             return Err(self.timed_out());
         }
         if !wait.is_zero() {

@@ -5,6 +5,7 @@
 
 mod https;
 mod mqtt;
+mod tls;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -128,29 +129,21 @@ pub(crate) enum Failure {
 /// Whether `error` or any of its causes is a rustls error (certificate not trusted, alert from
 /// the peer): retrying cannot help.
 pub(crate) fn is_tls_failure(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if e.is::<rustls::Error>() {
-            return true;
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && let Some(inner) = io.get_ref()
-            && is_tls_failure(inner)
-        {
-            return true;
-        }
-        current = e.source();
-    }
-    false
+    tls::find_rustls(error).is_some()
+}
+
+/// [`Error::Tls`] for a failed handshake, described in words.
+pub(crate) fn tls_failure(
+    operation: &'static str,
+    error: &(dyn std::error::Error + 'static),
+) -> Error {
+    tls::failure(operation, error)
 }
 
 /// An I/O failure: fatal if TLS refused, else retried.
 pub(crate) fn classify_io(operation: &'static str, error: std::io::Error) -> Failure {
     if is_tls_failure(&error) {
-        Failure::Fatal(Error::Tls {
-            operation,
-            source: Box::new(error),
-        })
+        Failure::Fatal(tls_failure(operation, &error))
     } else {
         Failure::Retry(Error::Io {
             operation,

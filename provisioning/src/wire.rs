@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use hsm_core::untrusted::quoted as quote;
 use hsm_core::{CertificateDer, RegistrationId};
 use serde::Deserialize;
 use serde_json::Value;
@@ -271,20 +272,25 @@ fn parse_operation(
         && expected != got
     {
         return Err(Malformed::new(format!(
-            "answers operation {got:?}, not the one polled ({expected:?})"
+            "answers operation {}, not the one polled ({})",
+            quote(got),
+            quote(expected)
         )));
     }
     let state_status = body
         .registration_state
         .as_ref()
         .and_then(|s| s.status.as_deref());
-    let status_text = body
-        .status
-        .as_deref()
-        .or(state_status)
-        .ok_or_else(|| Malformed::new("no status"))?;
-    let status = RegistrationStatus::parse(status_text)
-        .ok_or_else(|| Malformed::new(format!("unknown status {status_text:?}")))?;
+    let status = match body.status.as_deref().or(state_status) {
+        Some(text) => RegistrationStatus::parse(text)
+            .ok_or_else(|| Malformed::new(format!("unknown status {}", quote(text))))?,
+        // The DPS REST spec makes `status` optional: an accepted operation without one (what
+        // Azure's own mock DPS answers a register request with) is still being assigned.
+        None if operation_id.is_some() || expected_operation.is_some() => {
+            RegistrationStatus::Assigning
+        }
+        None => return Err(Malformed::new("no status and no operationId")),
+    };
     if !status.is_final() {
         let operation_id = operation_id
             .or_else(|| expected_operation.map(str::to_owned))
@@ -301,14 +307,16 @@ fn parse_operation(
         && RegistrationStatus::parse(s) != Some(status)
     {
         return Err(Malformed::new(format!(
-            "status {status} but registrationState.status {s:?}"
+            "status {status} but registrationState.status {}",
+            quote(s)
         )));
     }
     if let Some(id) = state.registration_id.as_deref()
         && !id.eq_ignore_ascii_case(registration_id.as_str())
     {
         return Err(Malformed::new(format!(
-            "registrationState is for {id:?}, not this device"
+            "registrationState is for {}, not this device",
+            quote(id)
         )));
     }
     let assigned_hub = non_empty(state.assigned_hub);
@@ -365,21 +373,29 @@ fn parse_operation(
     })))
 }
 
-/// The hub name becomes a TLS server name and a SAS resource: it must be a DNS name.
+/// The hub name becomes a TLS server name and a SAS resource: it must be a DNS name, with an
+/// optional port (Azure's mock DPS assigns `localhost:PORT`).
 fn check_hub(hub: &str) -> Result<(), Malformed> {
-    let valid = hub.len() <= 253
-        && hub.split('.').all(|label| {
+    let (host, port) = match hub.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (hub, None),
+    };
+    let valid_host = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
                 && label
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         });
-    if valid {
+    let valid_port = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p != 0));
+    if valid_host && valid_port {
         Ok(())
     } else {
         Err(Malformed::new(format!(
-            "assignedHub {hub:?} is not a host name"
+            "assignedHub {} is not a host name (with an optional port)",
+            quote(hub)
         )))
     }
 }
@@ -495,6 +511,38 @@ mod tests {
         assert_eq!(state.tpm_authentication_key.as_deref(), Some(&[4, 5][..]));
         assert_eq!(state.error_code, Some(0));
         assert_eq!(state.payload, Some(serde_json::json!({"a": 1})));
+    }
+
+    #[test]
+    fn what_other_dps_implementations_send() {
+        // The spec's minimal 202 (Azure's mock DPS): no status, still assigning.
+        match reply(202, r#"{"operationId":"mock-1"}"#, None).unwrap() {
+            Reply::Pending { operation_id, .. } => assert_eq!(operation_id, "mock-1"),
+            other => panic!("{other:?}"),
+        }
+        // A hub with a port.
+        let done = reply(
+            200,
+            r#"{"operationId":"o","status":"assigned","registrationState":{"assignedHub":"localhost:40123","deviceId":"d"}}"#,
+            Some("o"),
+        )
+        .unwrap();
+        let Reply::Done(state) = done else {
+            panic!("{done:?}")
+        };
+        assert_eq!(state.assigned_hub.as_deref(), Some("localhost:40123"));
+        for hub in [
+            "localhost:",
+            "localhost:0",
+            "localhost:70000",
+            ":443",
+            "a:b:c",
+        ] {
+            let body = format!(
+                r#"{{"status":"assigned","registrationState":{{"assignedHub":"{hub}","deviceId":"d"}}}}"#
+            );
+            assert!(reply(200, &body, None).is_err(), "{hub}");
+        }
     }
 
     #[test]

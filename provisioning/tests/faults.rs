@@ -46,7 +46,6 @@ async fn passing_faults_end_in_assignment() {
             Duration::from_millis(1200),
         ),
         (FaultKind::Drop, 2, Duration::ZERO),
-        (FaultKind::MalformedBody, 2, Duration::ZERO),
     ];
     for transport in TRANSPORTS {
         for target in [FaultTarget::Register, FaultTarget::Poll] {
@@ -90,7 +89,6 @@ async fn persistent_faults_end_in_their_typed_errors() {
             FaultKind::Status { status: 500 },
             FaultKind::Status { status: 503 },
             FaultKind::Drop,
-            FaultKind::MalformedBody,
         ] {
             emulator.clear_faults();
             emulator.inject(Fault::new(kind.clone(), 1000));
@@ -108,7 +106,6 @@ async fn persistent_faults_end_in_their_typed_errors() {
                     error.status == *status
                 }
                 (FaultKind::Drop, Error::Io { .. } | Error::Mqtt { .. }) => true,
-                (FaultKind::MalformedBody, Error::MalformedResponse { .. }) => true,
                 _ => false,
             };
             assert!(ok, "{transport:?} {kind:?}: {error:?}");
@@ -143,7 +140,7 @@ async fn deadline_bounds_delays_and_long_retry_after() {
             "{elapsed:?}"
         );
 
-        // A Retry-After that would pass the deadline: Timeout at once, carrying the 429.
+        // A Retry-After that would pass the deadline: said so at once, carrying the 429.
         emulator.clear_faults();
         emulator.inject(Fault::new(FaultKind::Throttle { retry_after: 30 }, 1));
         let started = Instant::now();
@@ -153,10 +150,23 @@ async fn deadline_bounds_delays_and_long_retry_after() {
             "{:?}",
             started.elapsed()
         );
+        assert!(
+            error
+                .to_string()
+                .starts_with("DPS asked to wait 30s before the next request, longer than the "),
+            "{error}"
+        );
         match error {
-            Error::Timeout {
-                last: Some(last), ..
+            Error::WaitBeyondDeadline {
+                asked,
+                deadline,
+                last: Some(last),
+                ..
             } => {
+                assert_eq!(
+                    (asked, deadline),
+                    (Duration::from_secs(30), Duration::from_secs(1))
+                );
                 assert!(matches!(*last, Error::Throttled { .. }), "{last:?}")
             }
             other => panic!("{other:?}"),
@@ -201,5 +211,33 @@ async fn retry_after_is_honoured_between_polls() {
             elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(4),
             "{transport:?}: {elapsed:?}"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_answer_is_the_error_at_once_not_retried() {
+    let emulator = start().await;
+    for transport in TRANSPORTS {
+        // Requests DPS sees: MQTT's CONNECT is one more.
+        let connect = u64::from(transport == Transport::Mqtt);
+        for (target, requests) in [(FaultTarget::Register, 1), (FaultTarget::Poll, 2)] {
+            emulator.clear_faults();
+            emulator.inject(Fault::new(FaultKind::MalformedBody, 1000).on(target));
+            let before = emulator.requests();
+            let error = device(&emulator, transport, fast_policy())
+                .register()
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(error, Error::MalformedResponse { .. }),
+                "{transport:?} {target:?}: {error:?}"
+            );
+            assert!(!error.is_transient());
+            assert_eq!(
+                emulator.requests() - before,
+                requests + connect,
+                "{transport:?} {target:?}"
+            );
+        }
     }
 }

@@ -161,6 +161,8 @@ fn with_poll(poll: &'static str) -> Script {
     })
 }
 
+/// Registers against `script`; the error must pass `check` within the deadline. Returns the
+/// requests the server saw.
 async fn expect(script: Script, check: impl Fn(&Error) -> bool, what: &str) -> u32 {
     let server = Hostile::start(script).await;
     let started = Instant::now();
@@ -187,7 +189,7 @@ async fn huge_bodies_are_cut_off() {
         "content-length",
     )
     .await;
-    assert_eq!(n, 3, "1 + 2 retries");
+    assert_eq!(n, 1, "a protocol error is not retried");
     let chunked: Script = Arc::new(|_: &str| {
         let mut out = b"HTTP/1.1 202 X\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
         let chunk = vec![b' '; 16 * 1024];
@@ -216,8 +218,8 @@ async fn huge_bodies_are_cut_off() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn invalid_json_and_missing_fields_are_malformed() {
-    let malformed = |e: &Error| matches!(e, Error::MalformedResponse { .. });
+async fn invalid_json_and_missing_fields_are_malformed_at_once() {
+    let malformed = |e: &Error| matches!(e, Error::MalformedResponse { .. }) && !e.is_transient();
     expect(
         Arc::new(|_: &str| http(202, b"{not json")),
         malformed,
@@ -237,9 +239,9 @@ async fn invalid_json_and_missing_fields_are_malformed() {
     )
     .await;
     expect(
-        Arc::new(|_: &str| http(202, br#"{"operationId":"x"}"#)),
+        Arc::new(|_: &str| http(202, br#"{}"#)),
         malformed,
-        "no status",
+        "no status and no operationId",
     )
     .await;
     expect(
@@ -273,6 +275,18 @@ async fn invalid_json_and_missing_fields_are_malformed() {
     )
     .await;
     expect(with_poll("[1,2,3]"), malformed, "array").await;
+    // Not retried: the first malformed answer is the error, after one request (two with the
+    // register request before a malformed poll).
+    assert_eq!(
+        expect(
+            Arc::new(|_: &str| http(202, b"{not json")),
+            malformed,
+            "once"
+        )
+        .await,
+        1
+    );
+    assert_eq!(expect(with_poll("[1,2,3]"), malformed, "once").await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -539,4 +553,175 @@ async fn requests_carry_the_headers_and_body_dps_expects() {
         put.ends_with(r#"{"registrationId":"hostile-dev"}"#),
         "{put}"
     );
+}
+
+/// What Azure's own mock DPS (iot-identity-service's `mock-iot-server`) does: the register reply
+/// is only `{"operationId"}` (the spec's minimal 202), an operation answers once and is then
+/// gone, and the assigned hub carries a port.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mock_dps_like_azures_registers() {
+    let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let once = answered.clone();
+    let server = Hostile::start(Arc::new(move |request: &str| {
+        if request.starts_with("PUT /0ne00000EMU/registrations/hostile-dev/register?") {
+            return http(202, br#"{"operationId":"mock-op-1"}"#);
+        }
+        if !request.starts_with("GET /0ne00000EMU/registrations/hostile-dev/operations/mock-op-1?")
+            || once.swap(true, Ordering::SeqCst)
+        {
+            return http(404, br#"{"message":"no such operation"}"#);
+        }
+        http(
+            200,
+            br#"{"operationId":"mock-op-1","status":"assigned","registrationState":{"registrationId":"hostile-dev","assignedHub":"localhost:40123","deviceId":"hostile-dev","status":"assigned"}}"#,
+        )
+    }))
+    .await;
+    let registration = server
+        .client(Duration::from_secs(5))
+        .register()
+        .await
+        .unwrap();
+    assert_eq!(registration.assigned_hub, "localhost:40123");
+    assert_eq!(registration.device_id, "hostile-dev");
+    assert_eq!(registration.requests, 2, "register, then one poll");
+    assert!(answered.load(Ordering::SeqCst));
+    // A port that is not one is still refused.
+    expect(
+        with_poll(r#"{"operationId":"op-1","status":"assigned","registrationState":{"assignedHub":"localhost:99999","deviceId":"d"}}"#),
+        |e| matches!(e, Error::MalformedResponse { .. }),
+        "hub with a bad port",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_after_zero_is_floored_by_the_policy() {
+    // Always "assigning, ask again at once".
+    let server = Hostile::start(Arc::new(|_: &str| {
+        http(202, br#"{"operationId":"op-1","status":"assigning"}"#)
+    }))
+    .await;
+    let client =
+        ProvisioningClient::builder(format!("localhost:{}", server.addr.port()), "0ne00000EMU")
+            .trust_anchor(server.ca.cert().clone())
+            .symmetric_key(symmetric_key("hostile-dev", DEVICE_KEY))
+            .retry_policy(RetryPolicy {
+                min_poll_interval: Duration::from_millis(200),
+                ..fast_policy()
+            })
+            .timeout(Duration::from_secs(1))
+            .build()
+            .unwrap();
+    let error = client.register().await.unwrap_err();
+    assert!(matches!(error, Error::Timeout { .. }), "{error:?}");
+    // One register and at most one poll per 200 ms (without the floor: thousands).
+    let requests = server.requests.load(Ordering::SeqCst);
+    assert!((2..=6).contains(&requests), "{requests} requests in 1 s");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_text_reaches_messages_with_control_characters_escaped() {
+    let error = {
+        let server = Hostile::start(Arc::new(|_: &str| {
+            http(
+                400,
+                b"{\"errorCode\":400004,\"message\":\"\\u001b[31mred\\r\\nforged line\",\"trackingId\":\"\\u0007\"}",
+            )
+        }))
+        .await;
+        server
+            .client(Duration::from_secs(5))
+            .register()
+            .await
+            .unwrap_err()
+    };
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    assert!(!text.chars().any(char::is_control), "{text:?}");
+    assert!(text.contains("\\u{1b}[31mred\\r\\nforged line"), "{text}");
+    // The data itself is kept as sent.
+    let Error::Rejected { error } = &error else {
+        panic!("{error:?}")
+    };
+    assert_eq!(
+        error.message.as_deref(),
+        Some("\u{1b}[31mred\r\nforged line")
+    );
+}
+
+/// A TLS server that answers whatever it reads first with `answer`, then holds the connection;
+/// its port, CA and a count of the connections it accepted.
+async fn answers_with(answer: &'static [u8]) -> (u16, TestCa, Arc<AtomicU32>) {
+    let ca = TestCa::new("not-mqtt CA");
+    let server = ca.issue_server();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(server.chain.clone(), server.private_key())
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicU32::new(0));
+    let accepted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            accepted.fetch_add(1, Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buffer = [0u8; 1024];
+                if tls.read(&mut buffer).await.is_ok() {
+                    let _ = tls.write_all(answer).await;
+                    let _ = tls.flush().await;
+                }
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    (port, ca, connections)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_on_the_mqtt_port_that_does_not_speak_mqtt_is_named_so() {
+    for (answer, says) in [
+        // An MQTT PUBACK where the CONNACK belongs.
+        (
+            &[0x40, 0x02, 0x00, 0x01][..],
+            "answered CONNECT with a PUBACK packet",
+        ),
+        // Packet type 0 is reserved in MQTT 3.1.1.
+        (&[0x00, 0x00][..], "its first answer is not an MQTT packet"),
+    ] {
+        let (port, ca, connections) = answers_with(answer).await;
+        let client = ProvisioningClient::builder(format!("localhost:{port}"), "0ne00000EMU")
+            .trust_anchor(ca.cert().clone())
+            .transport(provisioning::Transport::Mqtt)
+            .mqtt_port(port)
+            .symmetric_key(symmetric_key("hostile-dev", DEVICE_KEY))
+            .retry_policy(fast_policy())
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let error = client.register().await.unwrap_err();
+        assert!(matches!(error, Error::NotMqtt { .. }), "{error:?}");
+        let text = error.to_string();
+        assert!(
+            text.starts_with("the server at the MQTT port does not speak MQTT: ")
+                && text.contains(says),
+            "{text}"
+        );
+        assert!(!text.contains("PubAck("), "no Debug names: {text}");
+        assert_eq!(connections.load(Ordering::SeqCst), 1, "not retried");
+    }
 }

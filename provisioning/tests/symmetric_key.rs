@@ -9,7 +9,7 @@ use common::*;
 use dps_emulator::{Enrollment, EnrollmentGroup};
 use hsm_core::{Expiry, RegistrationId, SecretString};
 use hsm_symmkey::SymmetricKey;
-use provisioning::{Error, HubCredentials, RegistrationStatus};
+use provisioning::{Error, HubCredentials, RegistrationStatus, Transport};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn individual_enrollment_is_assigned_over_both_transports() {
@@ -298,5 +298,39 @@ async fn tracing_reports_each_step_without_secrets() {
         &DEVICE_KEY[..12],
     ] {
         assert!(!text.contains(secret), "{secret:?} logged:\n{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unsupported_api_version_is_reported_as_such_over_both_transports() {
+    let emulator = emulator()
+        .enroll(Enrollment::symmetric_key(
+            "sym-api",
+            key_pair("sym-api", DEVICE_KEY),
+        ))
+        .started()
+        .await;
+    for transport in TRANSPORTS {
+        let error = client(&emulator, transport)
+            .symmetric_key(symmetric_key("sym-api", DEVICE_KEY))
+            .api_version("1999-01-01")
+            .refused()
+            .await;
+        let Error::Rejected { error: service } = &error else {
+            panic!("{transport:?}: refused credentials are not the cause: {error:?}")
+        };
+        let message = service.message.as_deref().unwrap_or_default();
+        match transport {
+            Transport::Https => {
+                assert!(
+                    message.contains("api-version '1999-01-01' is not supported"),
+                    "{message}"
+                );
+            }
+            _ => assert!(
+                message.contains("CONNACK 4") && message.contains("API version"),
+                "{message}"
+            ),
+        }
     }
 }

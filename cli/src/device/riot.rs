@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::rebase;
 use super::secret::SecretSource;
 use crate::Error;
-use crate::util;
+use crate::util::{self, SecretFormat};
 
 /// The development root's default common name, as the C SDK names it.
 pub(crate) const DEFAULT_ROOT_CN: &str = "riot-root";
@@ -115,6 +115,16 @@ impl RiotArgs {
 
     /// Derives the device; `registration_id` (the Alias CN) overrides the default.
     pub(crate) fn build(&self, registration_id: Option<&str>) -> Result<CertifiedKey, Error> {
+        self.build_noting(registration_id, &mut |_| {})
+    }
+
+    /// [`build`](Self::build), telling `note` how each secret file was read ("read the UDS
+    /// from uds.bin (raw bytes)").
+    pub(crate) fn build_noting(
+        &self,
+        registration_id: Option<&str>,
+        note: &mut dyn FnMut(String),
+    ) -> Result<CertifiedKey, Error> {
         let uds = self
             .uds
             .as_ref()
@@ -124,7 +134,11 @@ impl RiotArgs {
             .fwid
             .as_deref()
             .ok_or_else(|| Error::usage("DICE needs --riot-fwid-hex"))?;
-        let uds = secret_bytes("UDS", uds)?;
+        let (uds_bytes, format) = secret_bytes("UDS", uds)?;
+        if let SecretSource::File(path) = uds {
+            note(format!("read the UDS from {} ({format})", path.display()));
+        }
+        let uds = uds_bytes;
         let measurement = match &self.measurement {
             Some(hex) => util::hex_exact("measurement", hex, 32)?,
             None => zeroize::Zeroizing::new(vec![0; 32]),
@@ -134,7 +148,7 @@ impl RiotArgs {
             .uds(uds)
             .measurement(&measurement)
             .fwid(&fwid)
-            .issuer(self.issuer()?);
+            .issuer(self.issuer(note)?);
         if let Some(id) = registration_id {
             builder = builder.alias_name(Name::cn(id));
         }
@@ -146,10 +160,19 @@ impl RiotArgs {
 
     /// Who signs the DeviceID certificate: a seed's development root, a CA from files, or
     /// nobody (self-signed).
-    fn issuer(&self) -> Result<Issuer, Error> {
+    fn issuer(&self, note: &mut dyn FnMut(String)) -> Result<Issuer, Error> {
         let seed = self.root_seed.as_ref().or(self.root_seed_file.as_ref());
         match (seed, &self.root_cert, &self.root_key) {
-            (Some(seed), None, None) => Ok(dev_root(seed, self.root_cn.as_deref())?.issuer()),
+            (Some(seed), None, None) => {
+                let (bytes, format) = secret_bytes("root seed", seed)?;
+                if let SecretSource::File(path) = seed {
+                    note(format!(
+                        "read the root seed from {} ({format})",
+                        path.display()
+                    ));
+                }
+                Ok(dev_root_from(&bytes, self.root_cn.as_deref())?.issuer())
+            }
             (None, Some(cert), Some(key)) => {
                 let certificate = util::load_certificates(cert)?.swap_remove(0);
                 let key = hsm_x509::SoftwareKey::from_bytes(&util::read(key)?, None).map_err(
@@ -174,9 +197,17 @@ impl RiotArgs {
 
 /// The development root a seed gives, with this common name (default [`DEFAULT_ROOT_CN`]).
 pub(crate) fn dev_root(seed: &SecretSource, common_name: Option<&str>) -> Result<DevRoot, Error> {
-    let seed = secret_bytes("root seed", seed)?;
+    let (seed, _) = secret_bytes("root seed", seed)?;
+    dev_root_from(&seed, common_name)
+}
+
+/// The development root of these seed bytes.
+pub(crate) fn dev_root_from(
+    seed: &SecretBytes,
+    common_name: Option<&str>,
+) -> Result<DevRoot, Error> {
     let common_name = common_name.unwrap_or(DEFAULT_ROOT_CN);
-    DevRoot::from_seed(&seed, Name::cn(common_name), Validity::default()).map_err(|source| {
+    DevRoot::from_seed(seed, Name::cn(common_name), Validity::default()).map_err(|source| {
         Error::Riot {
             operation: "cannot make the development root",
             source,
@@ -184,14 +215,21 @@ pub(crate) fn dev_root(seed: &SecretSource, common_name: Option<&str>) -> Result
     })
 }
 
-/// A DICE secret's bytes: hex text, or a file (hex text or raw bytes).
-fn secret_bytes(what: &str, source: &SecretSource) -> Result<SecretBytes, Error> {
+/// The length of every DICE secret: the UDS and a development root's seed.
+pub(crate) const SECRET_LEN: usize = 32;
+
+/// A DICE secret's 32 bytes, and how they were read: 64 hex digits, or a file holding 64 hex
+/// digits or 32 raw bytes.
+pub(crate) fn secret_bytes(
+    what: &str,
+    source: &SecretSource,
+) -> Result<(SecretBytes, SecretFormat), Error> {
     match source {
-        SecretSource::Value(hex) => Ok(SecretBytes::copy_from(&util::hex_decode(
-            what,
-            hex.expose(),
-        )?)),
-        SecretSource::File(path) => util::read_secret(what, path),
+        SecretSource::Value(hex) => Ok((
+            SecretBytes::copy_from(&util::hex_exact(what, hex.expose(), SECRET_LEN)?),
+            SecretFormat::Hex,
+        )),
+        SecretSource::File(path) => util::read_secret(what, path, SECRET_LEN),
         SecretSource::Pkcs11(_) => Err(Error::usage(format!("the {what} cannot be a pkcs11: URI"))),
     }
 }

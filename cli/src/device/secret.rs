@@ -38,39 +38,46 @@ impl SecretSource {
     }
 }
 
-/// `{ value = "..." }`, `{ file = "path" }` or `{ uri = "file:///path" | "pkcs11:..." }`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Table {
-    value: Option<Secret>,
-    file: Option<String>,
-    uri: Option<String>,
-}
-
+/// `{ value = "..." }`, `{ file = "path" }` or `{ uri = "file:///path" | "pkcs11:..." }`. Read
+/// through `toml::Value`, so that no error quotes what it refused (serde's messages would: a
+/// key written as a bare string would end up on the terminal).
 impl<'de> Deserialize<'de> for SecretSource {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error as _;
-        let table = Table::deserialize(deserializer)?;
-        match (table.value, table.file, table.uri) {
-            (Some(value), None, None) => Ok(Self::Value(value)),
-            (None, Some(file), None) => Ok(Self::File(PathBuf::from(file))),
+        const SHAPE: &str = "a secret is a table: { value = \"...\" }, { file = \"path\" } or \
+                             { uri = \"file://...\" | \"pkcs11:...\" }";
+        let toml::Value::Table(mut table) = toml::Value::deserialize(deserializer)? else {
+            return Err(D::Error::custom(SHAPE));
+        };
+        let mut take = |name: &str| match table.remove(name) {
+            None => Ok(None),
+            Some(toml::Value::String(text)) => Ok(Some(zeroize::Zeroizing::new(text))),
+            Some(other) => Err(D::Error::custom(format!(
+                "{name} must be a string, not a {}",
+                other.type_str()
+            ))),
+        };
+        let (value, file, uri) = (take("value")?, take("file")?, take("uri")?);
+        if let Some(unknown) = table.keys().next() {
+            return Err(D::Error::custom(format!(
+                "unknown field `{unknown}` in a secret: {SHAPE}"
+            )));
+        }
+        match (value, file, uri) {
+            (Some(value), None, None) => Ok(Self::Value(
+                value.parse().unwrap_or_else(|never| match never {}),
+            )),
+            (None, Some(file), None) => Ok(Self::File(PathBuf::from(file.as_str()))),
             (None, None, Some(uri)) => {
                 if let Some(path) = uri.strip_prefix("file://") {
                     Ok(Self::File(PathBuf::from(path)))
                 } else if uri.starts_with("pkcs11:") {
-                    Ok(Self::Pkcs11(uri))
+                    Ok(Self::Pkcs11(uri.as_str().to_owned()))
                 } else {
                     Err(D::Error::custom("uri must be file:// or pkcs11:"))
                 }
             }
             _ => Err(D::Error::custom("give exactly one of value, file or uri")),
         }
-    }
-}
-
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = zeroize::Zeroizing::new(String::deserialize(deserializer)?);
-        Ok(text.parse().unwrap_or_else(|never| match never {}))
     }
 }

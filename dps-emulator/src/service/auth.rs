@@ -16,6 +16,10 @@ use crate::clock::unix_now;
 use crate::enrollment::{Common, Enrollment, EnrollmentGroup, IndividualAttestation};
 use crate::sas::SasToken;
 
+/// The key name (`skn`) of every DPS device token: "for the device API, this policy is always
+/// `registration`" (Azure's "Control access to DPS").
+const DPS_KEY_NAME: &str = "registration";
+
 /// What authentication established.
 pub(super) struct Authenticated {
     /// The enrollment's settings (hubs, allocation, payload, enabled).

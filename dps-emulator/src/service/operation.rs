@@ -14,7 +14,7 @@ impl Service {
         let mut state = self.lock();
         let Some(op) = state
             .operations
-            .get_mut(operation_id)
+            .get_mut(operation_id, &self.limits)
             .filter(|op| op.registration_id == request.registration_id)
         else {
             return Reply::error(404, 404001, "The operation is unknown.");

@@ -1,5 +1,7 @@
 //! `PUT .../register` (and MQTT's `iotdps-register`): a device asks to be assigned.
 
+use std::time::Instant;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Deserialize;
@@ -114,7 +116,9 @@ impl Service {
                 registration_id: request.registration_id.clone(),
                 state,
                 polls_left: self.settings.assigning_polls,
+                created: Instant::now(),
             },
+            &self.limits,
         );
         Reply::json(
             202,

@@ -200,7 +200,7 @@ impl HttpsConnection {
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
         let too_large = || {
-            Failure::Retry(Error::ResponseTooLarge {
+            Failure::Fatal(Error::ResponseTooLarge {
                 operation,
                 limit: MAX_RESPONSE,
             })

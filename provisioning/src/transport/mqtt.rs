@@ -10,7 +10,9 @@ use rumqttc::{
 };
 use zeroize::Zeroizing;
 
-use super::{BoxFuture, Connection, Failure, Request, RequestKind, Session, is_tls_failure};
+use super::{
+    BoxFuture, Connection, Failure, Request, RequestKind, Session, is_tls_failure, tls_failure,
+};
 use crate::client::USER_AGENT_VALUE;
 use crate::endpoint::Endpoint;
 use crate::wire::{MAX_RESPONSE, RESPONSE_PREFIX, RawResponse, parse_topic};
@@ -124,7 +126,7 @@ impl MqttConnection {
                     break;
                 }
                 Ok(_) => {}
-                Err(e) => return Err(connection_failure(e)),
+                Err(e) => return Err(connection_failure(e, &self.username, true)),
             }
         }
         tracing::debug!("connected (MQTT)");
@@ -182,12 +184,12 @@ impl MqttConnection {
                 Err(ConnectionError::MqttState(StateError::Deserialization(
                     rumqttc::Error::PayloadSizeLimitExceeded(_),
                 ))) => {
-                    return Err(Failure::Retry(Error::ResponseTooLarge {
+                    return Err(Failure::Fatal(Error::ResponseTooLarge {
                         operation,
                         limit: MAX_RESPONSE,
                     }));
                 }
-                Err(e) => return Err(connection_failure(e)),
+                Err(e) => return Err(connection_failure(e, &self.username, false)),
             }
         }
     }
@@ -203,34 +205,82 @@ fn mqtt_failure(
     })
 }
 
-fn connection_failure(e: ConnectionError) -> Failure {
+/// A failure of the connection (CONNECT, CONNACK, SUBSCRIBE, or later), for the user: what DPS
+/// refused and why, or that the server is not an MQTT server at all.
+fn connection_failure(e: ConnectionError, username: &str, connecting: bool) -> Failure {
+    let refused = |status: u16, message: String| ServiceError {
+        status,
+        message: Some(message),
+        ..ServiceError::default()
+    };
     match e {
-        ConnectionError::ConnectionRefused(code) => {
-            let error = ServiceError {
-                status: match code {
-                    ConnectReturnCode::NotAuthorized | ConnectReturnCode::BadUserNamePassword => {
-                        401
-                    }
-                    ConnectReturnCode::ServiceUnavailable => 503,
-                    _ => 400,
-                },
-                message: Some(format!("MQTT CONNACK {code:?}")),
-                ..ServiceError::default()
-            };
-            match error.status {
-                401 => Failure::Fatal(Error::Unauthorized { error }),
-                503 => Failure::Retry(Error::Transient { attempts: 1, error }),
-                _ => Failure::Fatal(Error::Rejected { error }),
-            }
-        }
-        e if is_tls_failure(&e) => Failure::Fatal(Error::Tls {
-            operation: "TLS handshake with DPS (MQTT)",
-            source: Box::new(e),
+        ConnectionError::ConnectionRefused(code) => match code {
+            ConnectReturnCode::NotAuthorized => Failure::Fatal(Error::Unauthorized {
+                error: refused(401, "MQTT CONNACK 5: not authorized".into()),
+            }),
+            ConnectReturnCode::BadUserNamePassword => Failure::Fatal(Error::Rejected {
+                error: refused(
+                    400,
+                    format!(
+                        "MQTT CONNACK 4: DPS refused the user name \"{username}\" (it names the \
+                         ID scope, the registration id and the API version; check them) or the \
+                         password"
+                    ),
+                ),
+            }),
+            ConnectReturnCode::ServiceUnavailable => Failure::Retry(Error::Transient {
+                attempts: 1,
+                error: refused(503, "MQTT CONNACK 3: server unavailable".into()),
+            }),
+            ConnectReturnCode::BadClientId => Failure::Fatal(Error::Rejected {
+                error: refused(
+                    400,
+                    "MQTT CONNACK 2: the client id (the registration id) was refused".into(),
+                ),
+            }),
+            ConnectReturnCode::RefusedProtocolVersion => Failure::Fatal(Error::Rejected {
+                error: refused(400, "MQTT CONNACK 1: MQTT 3.1.1 was refused".into()),
+            }),
+            ConnectReturnCode::Success => Failure::Fatal(Error::NotMqtt {
+                reason: "it refused the connection with a success code".into(),
+            }),
+        },
+        ConnectionError::NotConnAck(packet) => Failure::Fatal(Error::NotMqtt {
+            reason: format!(
+                "it answered CONNECT with a {} packet, not a CONNACK",
+                packet_name(&packet)
+            ),
         }),
+        ConnectionError::MqttState(StateError::Deserialization(e)) if connecting => {
+            Failure::Fatal(Error::NotMqtt {
+                reason: format!("its first answer is not an MQTT packet ({e})"),
+            })
+        }
+        e if is_tls_failure(&e) => Failure::Fatal(tls_failure("TLS handshake with DPS (MQTT)", &e)),
         ConnectionError::Io(e) => Failure::Retry(Error::Io {
             operation: "MQTT connection to DPS",
             source: Box::new(e),
         }),
         e => mqtt_failure("MQTT connection to DPS", e),
+    }
+}
+
+/// An MQTT 3.1.1 packet type's name, for messages.
+fn packet_name(packet: &Packet) -> &'static str {
+    match packet {
+        Packet::Connect(..) => "CONNECT",
+        Packet::ConnAck(_) => "CONNACK",
+        Packet::Publish(_) => "PUBLISH",
+        Packet::PubAck(_) => "PUBACK",
+        Packet::PubRec(_) => "PUBREC",
+        Packet::PubRel(_) => "PUBREL",
+        Packet::PubComp(_) => "PUBCOMP",
+        Packet::Subscribe(_) => "SUBSCRIBE",
+        Packet::SubAck(_) => "SUBACK",
+        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
+        Packet::UnsubAck(_) => "UNSUBACK",
+        Packet::PingReq => "PINGREQ",
+        Packet::PingResp => "PINGRESP",
+        Packet::Disconnect => "DISCONNECT",
     }
 }

@@ -1,5 +1,5 @@
 //! Shared test helpers: an emulator per test, client builders trusting it, devices.
-#![allow(clippy::unwrap_used, dead_code, unreachable_pub)]
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -30,12 +30,13 @@ pub fn emulator() -> EmulatorBuilder {
     Emulator::builder().retry_after(0)
 }
 
-/// Fast retries for tests.
+/// Fast retries for tests, with no poll floor: the emulator answers `Retry-After: 0`.
 pub fn fast_policy() -> RetryPolicy {
     RetryPolicy {
         initial_backoff: Duration::from_millis(20),
         max_backoff: Duration::from_millis(200),
         request_timeout: Duration::from_secs(10),
+        min_poll_interval: Duration::ZERO,
         ..RetryPolicy::default()
     }
 }
@@ -85,14 +86,27 @@ impl Counter {
         self.0.load(Ordering::SeqCst)
     }
 
+    /// Runs `future`, counting the requests its registration sends. The counting subscriber is
+    /// the process's global default (installed once): a scoped subscriber per test misses
+    /// events when other tests of the binary run at the same time (tracing caches callsite
+    /// interest process-wide). Each wrapped future finds its counter in a task-local.
     pub async fn wrap<F: std::future::Future>(&self, future: F) -> F::Output {
-        use tracing::instrument::WithSubscriber as _;
-        let subscriber = tracing_subscriber::registry().with(CountLayer(self.0.clone()));
-        future.with_subscriber(subscriber).await
+        static INSTALL: std::sync::Once = std::sync::Once::new();
+        INSTALL.call_once(|| {
+            let subscriber = tracing_subscriber::registry().with(CountLayer);
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other global subscriber in the provisioning tests");
+        });
+        COUNT.scope(self.0.clone(), future).await
     }
 }
 
-struct CountLayer(Arc<AtomicU32>);
+tokio::task_local! {
+    /// The counter of the registration running in this task.
+    static COUNT: Arc<AtomicU32>;
+}
+
+struct CountLayer;
 
 struct Message(bool);
 
@@ -110,7 +124,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountLayer {
         let mut m = Message(false);
         event.record(&mut m);
         if m.0 {
-            self.0.fetch_add(1, Ordering::SeqCst);
+            let _ = COUNT.try_with(|count| count.fetch_add(1, Ordering::SeqCst));
         }
     }
 }

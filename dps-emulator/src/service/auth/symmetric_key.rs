@@ -1,7 +1,7 @@
 //! Symmetric key: a SAS token signed with the enrollment's key (primary or secondary), or with
 //! the key derived from a group's key and the registration id.
 
-use super::{Authenticated, Signed, unauthorized};
+use super::{Authenticated, DPS_KEY_NAME, Signed, unauthorized};
 use crate::enrollment::{Enrollment, EnrollmentGroup, GroupAttestation, KeyPair};
 use crate::service::{AttestationKind, Reply, Request};
 
@@ -14,7 +14,7 @@ pub(super) fn individual(
 ) -> Result<Authenticated, Reply> {
     signed
         .token
-        .verify(signed.resource, signed.now, keys.keys())
+        .verify(signed.resource, signed.now, Some(DPS_KEY_NAME), keys.keys())
         .map_err(|e| unauthorized(request, &e.to_string()))?;
     Ok(Authenticated::individual(
         enrollment,
@@ -38,7 +38,12 @@ pub(super) fn group(
         let derived = keys.derive(id);
         if signed
             .token
-            .verify(signed.resource, signed.now, derived.keys())
+            .verify(
+                signed.resource,
+                signed.now,
+                Some(DPS_KEY_NAME),
+                derived.keys(),
+            )
             .is_ok()
         {
             return Ok(Authenticated::group(

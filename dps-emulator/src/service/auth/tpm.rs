@@ -7,7 +7,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::{Authenticated, Signed, TpmKeys, TpmSession, unauthorized};
+use super::{Authenticated, DPS_KEY_NAME, Signed, TpmKeys, TpmSession, unauthorized};
 use crate::clock::random_bytes;
 use crate::enrollment::Enrollment;
 use crate::service::{AttestationKind, Reply, Request, Service};
@@ -56,7 +56,12 @@ impl Service {
             .ok_or_else(|| unauthorized(request, "no TPM challenge was issued"))?;
         signed
             .token
-            .verify(signed.resource, signed.now, [session.key.as_slice()])
+            .verify(
+                signed.resource,
+                signed.now,
+                Some(DPS_KEY_NAME),
+                [session.key.as_slice()],
+            )
             .map_err(|e| unauthorized(request, &e.to_string()))?;
         Ok(Authenticated::individual(
             enrollment,
