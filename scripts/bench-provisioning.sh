@@ -2,8 +2,10 @@
 # The provisioning client against the official Azure IoT Node.js device SDK, side by side against
 # one dps-emulator process (release build, 127.0.0.1:443/8883, Retry-After 0), in one run:
 #  (a) in-process latency: 1000 sequential registrations each for symmetric key and X.509 over
-#      HTTPS, a new client and TLS connection per device: `cargo bench -p provisioning --bench
-#      register` (pointed at the emulator with DPS_BENCH_*) vs dps-emulator/tests/node-sdk/bench.js;
+#      HTTPS, a new client and TLS connection per device, and 1000 times "provisioned and first
+#      telemetry acknowledged" (register, connect to the assigned hub over MQTT, one message
+#      acknowledged): `cargo bench -p provisioning --bench register` (pointed at the emulator
+#      with DPS_BENCH_*) vs dps-emulator/tests/node-sdk/bench.js;
 #  (b) one registration as a whole process: provisioning's `register_once` example (release) vs
 #      `node register_once.js`, median wall time and peak RSS (/usr/bin/time -v) of RUNS runs;
 #  (c) the stripped size of register_once (and of a `release-small` build if the root Cargo.toml
@@ -75,7 +77,8 @@ start_emulator "$WORK/emulator.toml" RUST_LOG=warn
 step "(a) in-process latency, Rust: cargo bench -p provisioning --bench register (n=$REGISTRATIONS)"
 DPS_BENCH_ENDPOINT=localhost DPS_BENCH_SCOPE=$ID_SCOPE DPS_BENCH_CA=$WORK/ca.pem \
   DPS_BENCH_SYM_ID=$SYM_ID DPS_BENCH_KEY=$SYM_KEY DPS_BENCH_X509_CHAIN=$CERTS/device.pem \
-  DPS_BENCH_X509_KEY=$CERTS/device.key.pem REGISTRATIONS=$REGISTRATIONS \
+  DPS_BENCH_X509_KEY=$CERTS/device.key.pem DPS_BENCH_HUB=127.0.0.1:8883 \
+  REGISTRATIONS=$REGISTRATIONS \
   cargo bench --locked -p provisioning --bench register 2>"$WORK/rust-bench.err" \
   | tee "$WORK/rust-bench.out" || { cat "$WORK/rust-bench.err" >&2; fail "the Rust bench failed"; }
 grep -q "against the DPS at localhost" "$WORK/rust-bench.out" \
@@ -84,7 +87,9 @@ grep -q "against the DPS at localhost" "$WORK/rust-bench.out" \
 rust_p() { sed -n "s/^$1.* p50 *\([0-9.]*\) ms *p99 *\([0-9.]*\) ms.*/\1 \2/p" "$WORK/rust-bench.out"; }
 read -r RUST_SYM_P50 RUST_SYM_P99 < <(rust_p "symmetric key")
 read -r RUST_X509_P50 RUST_X509_P99 < <(rust_p "X.509")
-[ -n "${RUST_SYM_P99:-}" ] && [ -n "${RUST_X509_P99:-}" ] || fail "cannot read the Rust bench output"
+read -r RUST_HUB_P50 RUST_HUB_P99 < <(rust_p "provisioned + first telemetry")
+[ -n "${RUST_SYM_P99:-}" ] && [ -n "${RUST_X509_P99:-}" ] && [ -n "${RUST_HUB_P99:-}" ] \
+  || fail "cannot read the Rust bench output"
 
 step "(a) in-process latency, Node: node bench.js (n=$REGISTRATIONS)"
 (cd "$WORK/sdk" && NODE_EXTRA_CA_CERTS="$WORK/ca.pem" DPS_HOST=localhost DPS_ID_SCOPE=$ID_SCOPE \
@@ -95,6 +100,7 @@ node_p() { node -e 'const r=JSON.parse(require("fs").readFileSync(process.argv[1
   console.log(r.p50_ms, r.p99_ms)' "$WORK/node-bench.json" "$1"; }
 read -r NODE_SYM_P50 NODE_SYM_P99 < <(node_p symmetric_key)
 read -r NODE_X509_P50 NODE_X509_P99 < <(node_p x509)
+read -r NODE_HUB_P50 NODE_HUB_P99 < <(node_p first_telemetry)
 
 # Median of the numbers on stdin.
 median() { sort -g | awk '{v[NR]=$1} END {if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
@@ -161,6 +167,9 @@ row "(a) symmetric key p99 (ms)" "$RUST_SYM_P99" "$NODE_SYM_P99" "$(ratio "$RUST
 row "(a) X.509 p50 (ms)" "$RUST_X509_P50" "$NODE_X509_P50" "$(ratio "$RUST_X509_P50" "$NODE_X509_P50")" \
   "<=0.25" "$(met "$(ratio "$RUST_X509_P50" "$NODE_X509_P50")" 0.25)"
 row "(a) X.509 p99 (ms)" "$RUST_X509_P99" "$NODE_X509_P99" "$(ratio "$RUST_X509_P99" "$NODE_X509_P99")" "-" "-"
+row "(a) first telemetry acked p50 (ms)" "$RUST_HUB_P50" "$NODE_HUB_P50" "$(ratio "$RUST_HUB_P50" "$NODE_HUB_P50")" \
+  "<=0.25" "$(met "$(ratio "$RUST_HUB_P50" "$NODE_HUB_P50")" 0.25)"
+row "(a) first telemetry acked p99 (ms)" "$RUST_HUB_P99" "$NODE_HUB_P99" "$(ratio "$RUST_HUB_P99" "$NODE_HUB_P99")" "-" "-"
 row "(b) whole process wall (ms, median)" "$RUST_WALL" "$NODE_WALL" "$(ratio "$RUST_WALL" "$NODE_WALL")" \
   "<=0.2" "$(met "$(ratio "$RUST_WALL" "$NODE_WALL")" 0.2)"
 row "(b) whole process peak RSS (KiB)" "$RUST_RSS" "$NODE_RSS" "$(ratio "$RUST_RSS" "$NODE_RSS")" \
@@ -172,5 +181,7 @@ if [ -n "$SIZE_SMALL" ]; then
 fi
 echo "(a) Rust: cargo bench -p provisioning --bench register against the emulator process (DPS_BENCH_*);"
 echo "    Node: dps-emulator/tests/node-sdk/bench.js; both a new client and TLS connection per device."
+echo "    First telemetry: registered over HTTPS (symmetric key), then the hub over MQTT (SAS), the"
+echo "    message's PUBACK awaited; Node's hub client reaches the hub through GatewayHostName."
 echo "(b) Rust: provisioning/examples/register_once.rs (release); Node: register_once.js; symmetric key, HTTPS."
 printf '%s\n' "${ROWS[@]}"

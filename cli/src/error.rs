@@ -7,8 +7,8 @@ use std::process::ExitCode;
 /// The exit codes, documented in `--help` and the README.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Exit {
-    /// 1: the operation ran and failed: DPS refused or rejected the device, the registration
-    /// ended `failed` or `disabled`, a certificate could not be made.
+    /// 1: the operation ran and failed: DPS or the hub refused or rejected the device, the
+    /// registration ended `failed` or `disabled`, a certificate could not be made.
     Failed = 1,
     /// 2: bad arguments or configuration: a missing or invalid config file, an unreadable or
     /// invalid input file, a malformed key, URI, TCTI or payload (clap's own usage errors
@@ -26,7 +26,8 @@ pub(crate) enum Exit {
 pub(crate) const EXIT_CODES: &str = "\
 Exit codes:
   0  success
-  1  the operation failed (DPS refused or rejected the device, registration failed or disabled)
+  1  the operation failed (DPS or the hub refused or rejected the device, registration failed
+     or disabled)
   2  usage or configuration error (bad arguments, missing or invalid config or input file)
   3  device or HSM error (PKCS#11 token, wrong PIN, TPM, driver failure)
   4  network or timeout (DPS unreachable, TLS failure, retries exhausted, deadline passed)";
@@ -271,9 +272,16 @@ fn describe_provisioning(error: &provisioning::Error) -> String {
 /// Exit codes of the provisioning client's errors.
 fn provisioning_exit(error: &provisioning::Error) -> Exit {
     use provisioning::Error as E;
+    if error.is_hub_refusal() {
+        return Exit::Failed;
+    }
     match error {
-        E::Config { .. } | E::UnsupportedOverMqtt { .. } => Exit::Usage,
-        E::Unauthorized { .. } | E::Rejected { .. } | E::Failed { .. } => Exit::Failed,
+        E::Config { .. } | E::UnsupportedOverMqtt { .. } | E::MessageTooLarge { .. } => Exit::Usage,
+        E::Unauthorized { .. }
+        | E::Rejected { .. }
+        | E::Failed { .. }
+        | E::HubRequest { .. }
+        | E::HubSubscription { .. } => Exit::Failed,
         E::Driver { .. } | E::Csr { .. } => Exit::Device,
         E::Throttled { .. }
         | E::Transient { .. }
@@ -282,7 +290,12 @@ fn provisioning_exit(error: &provisioning::Error) -> Exit {
         | E::ResponseTooLarge { .. }
         | E::Tls { .. }
         | E::Io { .. }
-        | E::Mqtt { .. } => Exit::Network,
+        | E::Mqtt { .. }
+        | E::NotMqtt { .. }
+        | E::HubUnavailable { .. }
+        | E::HubTimeout { .. }
+        | E::HubConnectionLost { .. }
+        | E::Hub { .. } => Exit::Network,
         _ => Exit::Failed,
     }
 }

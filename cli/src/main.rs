@@ -2,6 +2,7 @@
 #![deny(unsafe_code)]
 
 mod config;
+mod connect;
 mod device;
 mod emulator;
 mod error;
@@ -52,6 +53,9 @@ enum Command {
     /// Register a device with DPS (X.509 files, DICE, symmetric key, PKCS#11, TPM).
     #[command(long_about = register::REGISTER_ABOUT, after_help = EXIT_CODES)]
     Register(Box<register::RegisterArgs>),
+    /// Register, then connect to the assigned IoT Hub: send telemetry, read the twin.
+    #[command(long_about = connect::CONNECT_ABOUT, after_help = EXIT_CODES)]
+    Connect(Box<connect::ConnectArgs>),
     /// Run the local DPS emulator from a TOML file of enrollments.
     #[command(long_about = emulator::EMULATOR_ABOUT, after_help = EXIT_CODES)]
     Emulator(emulator::EmulatorArgs),
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
     }));
     let result = std::panic::catch_unwind(|| match &cli.command {
         Command::Register(args) => register::run(args),
+        Command::Connect(args) => connect::run(args),
         Command::Emulator(args) => emulator::run(args),
         Command::Riot(command) => riot::run(command),
         Command::Pkcs11(command) => pkcs11::run(command),

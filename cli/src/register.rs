@@ -245,6 +245,37 @@ fn parse_payload(text: &str) -> Result<Value, Error> {
 
 /// Runs `register`.
 pub(crate) fn run(args: &RegisterArgs) -> Result<(), Error> {
+    let registered = register(args)?;
+    let registration = &registered.registration;
+    if args.json {
+        println!("{}", to_json(registration));
+    } else {
+        print_human(registration, registered.issued_cert_out.as_deref());
+    }
+    Ok(())
+}
+
+/// A device registered by [`register`], with what the commands that go on need.
+pub(crate) struct Registered {
+    pub(crate) registration: Registration,
+    /// The runtime it registered on.
+    pub(crate) runtime: tokio::runtime::Runtime,
+    /// The status line.
+    pub(crate) status: Status,
+    /// Where the issued chain was written, if it was.
+    pub(crate) issued_cert_out: Option<PathBuf>,
+}
+
+impl RegisterArgs {
+    /// Whether one JSON object is to be printed instead of text.
+    pub(crate) fn json(&self) -> bool {
+        self.json
+    }
+}
+
+/// Registers the device as `register` does (status line, `-v` logging, issued chain written),
+/// without printing the result.
+pub(crate) fn register(args: &RegisterArgs) -> Result<Registered, Error> {
     let settings = Settings::resolve(args)?;
     if settings.issued_cert_out.is_some() && !settings.csr {
         return Err(Error::usage(
@@ -352,16 +383,16 @@ pub(crate) fn run(args: &RegisterArgs) -> Result<(), Error> {
             util::chain_pem(&registration.issued_certificate_chain).as_bytes(),
         )?;
     }
-    if args.json {
-        println!("{}", to_json(&registration));
-    } else {
-        print_human(&registration, settings.issued_cert_out.as_deref());
-    }
-    Ok(())
+    Ok(Registered {
+        registration,
+        runtime,
+        status,
+        issued_cert_out: settings.issued_cert_out,
+    })
 }
 
 /// The `--json` object.
-fn to_json(r: &Registration) -> Value {
+pub(crate) fn to_json(r: &Registration) -> Value {
     let chain = (!r.issued_certificate_chain.is_empty())
         .then(|| util::chain_pem(&r.issued_certificate_chain));
     json!({
@@ -381,11 +412,23 @@ fn to_json(r: &Registration) -> Value {
     })
 }
 
-fn credentials_kind(credentials: &HubCredentials) -> &'static str {
+pub(crate) fn credentials_kind(credentials: &HubCredentials) -> &'static str {
     match credentials {
         HubCredentials::X509(_) => "x509",
         HubCredentials::Sas(_) => "sas",
         _ => "other",
+    }
+}
+
+/// The hub credentials, in words (what DPS sent escaped).
+pub(crate) fn credentials_text(credentials: &HubCredentials) -> String {
+    match credentials {
+        HubCredentials::X509(_) => "TLS client certificate (the key stays in the HSM)".to_owned(),
+        HubCredentials::Sas(signer) => format!(
+            "SAS tokens for {}, signed by the driver",
+            hsm_core::untrusted::printable(&signer.resource())
+        ),
+        _ => "other".to_owned(),
     }
 }
 
@@ -409,17 +452,7 @@ fn print_human(r: &Registration, issued_out: Option<&Path>) {
     if let Some(payload) = &r.payload {
         println!("  payload           {payload}");
     }
-    let credentials = match &r.credentials {
-        HubCredentials::X509(_) => "TLS client certificate (the key stays in the HSM)".to_owned(),
-        HubCredentials::Sas(signer) => {
-            format!(
-                "SAS tokens for {}, signed by the driver",
-                printable(&signer.resource())
-            )
-        }
-        _ => "other".to_owned(),
-    };
-    println!("  hub credentials   {credentials}");
+    println!("  hub credentials   {}", credentials_text(&r.credentials));
     println!("  requests          {}", r.requests);
     if !r.issued_certificate_chain.is_empty() {
         match issued_out {

@@ -333,6 +333,15 @@ pub struct Enrollments {
 }
 
 impl Enrollments {
+    /// Every hub an enrollment names.
+    pub(crate) fn hubs(&self) -> impl Iterator<Item = &String> {
+        self.individual
+            .values()
+            .map(|e| &e.common)
+            .chain(self.groups.iter().map(|g| &g.common))
+            .flat_map(|c| c.iot_hubs.iter())
+    }
+
     /// Adds or replaces an individual enrollment.
     pub fn add(&mut self, enrollment: Enrollment) {
         self.individual

@@ -54,6 +54,18 @@ pub enum Error {
     /// Building the TLS server configuration failed.
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
+    /// No registration made a device with this id (an admin call named an unknown device).
+    #[error("no device '{device_id}' is registered")]
+    UnknownDevice {
+        /// The device id asked for (control characters escaped).
+        device_id: String,
+    },
+    /// A twin patch breaks IoT Hub's rules (not an object, `$` names, too deep or large).
+    #[error("invalid twin patch: {reason}")]
+    InvalidPatch {
+        /// What is wrong.
+        reason: String,
+    },
     /// The registration store file is not valid.
     #[error("registration store {}: {source}", path.display())]
     Store {

@@ -31,6 +31,11 @@ pub struct Limits {
     pub max_operations: usize,
     /// How long an operation can be polled after its registration. Default 10 minutes.
     pub operation_ttl: Duration,
+    /// Telemetry messages kept for [`crate::Emulator::telemetry`], the oldest dropped first.
+    /// Default 10,000.
+    pub max_telemetry_messages: usize,
+    /// Telemetry payload bytes kept at most. Default 64 MiB.
+    pub max_telemetry_bytes: usize,
 }
 
 impl Default for Limits {
@@ -40,6 +45,8 @@ impl Default for Limits {
             read_timeout: Duration::from_secs(10),
             max_operations: 10_000,
             operation_ttl: Duration::from_secs(600),
+            max_telemetry_messages: 10_000,
+            max_telemetry_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -66,7 +73,7 @@ pub(crate) async fn session(accepted: Accepted, service: Arc<Service>, limits: L
     let svc = service_fn(move |req| {
         let service = service.clone();
         let chain = chain.clone();
-        async move { handle(&service, &chain, limits, req).await }
+        async move { handle(&service, &chain, peer, limits, req).await }
     });
     let served = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -81,15 +88,22 @@ pub(crate) async fn session(accepted: Accepted, service: Arc<Service>, limits: L
 async fn handle(
     service: &Service,
     chain: &[CertificateDer<'static>],
+    peer: std::net::SocketAddr,
     limits: Limits,
     req: hyper::Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, DropConnection> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let api_version = req
-        .uri()
-        .query()
-        .and_then(|q| query_param(q, "api-version"));
+    let query = req.uri().query().unwrap_or_default().to_owned();
+    if let Some(admin_path) = path.strip_prefix("/admin/") {
+        let body = match read_body(req, limits).await? {
+            Ok(body) => body,
+            Err(response) => return Ok(response),
+        };
+        let reply = crate::admin::handle(service, peer, &method, admin_path, &query, &body);
+        return Ok(respond(reply));
+    }
+    let api_version = query_param(&query, "api-version");
     let authorization = req
         .headers()
         .get(hyper::header::AUTHORIZATION)
@@ -99,38 +113,10 @@ async fn handle(
         return Ok(respond(Reply::error(404, 404001, "No such resource.")));
     };
     let kind = match (&method, &route.operation) {
-        (&Method::PUT, Some(Tail::Register)) => {
-            // The body within the read timeout, like the headers (hyper times those): a
-            // client that announces a body and sends it slowly, or not at all, is cut off.
-            let body = Limited::new(req.into_body(), MAX_BODY).collect();
-            match tokio::time::timeout(limits.read_timeout, body).await {
-                Ok(Ok(body)) => RequestKind::Register(body.to_bytes().to_vec()),
-                Ok(Err(e))
-                    if e.downcast_ref::<http_body_util::LengthLimitError>()
-                        .is_some() =>
-                {
-                    return Ok(respond(Reply::error(
-                        413,
-                        413000,
-                        "The request body is too large.",
-                    )));
-                }
-                Ok(Err(_)) => return Err(DropConnection),
-                Err(_) => {
-                    tracing::debug!("request body not received within the read timeout");
-                    let mut response = respond(Reply::error(
-                        408,
-                        408000,
-                        "The request body did not arrive in time.",
-                    ));
-                    response.headers_mut().insert(
-                        hyper::header::CONNECTION,
-                        hyper::header::HeaderValue::from_static("close"),
-                    );
-                    return Ok(response);
-                }
-            }
-        }
+        (&Method::PUT, Some(Tail::Register)) => match read_body(req, limits).await? {
+            Ok(body) => RequestKind::Register(body.to_vec()),
+            Err(response) => return Ok(response),
+        },
         (&Method::GET, Some(Tail::Operation(id))) => RequestKind::Operation(id.clone()),
         (&Method::POST, None) => RequestKind::Status,
         _ => {
@@ -156,6 +142,43 @@ async fn handle(
         return Err(DropConnection);
     }
     Ok(respond(reply))
+}
+
+/// The request body, whole within the read timeout like the headers (hyper times those): a
+/// client that announces a body and sends it slowly, or not at all, is cut off. `Ok(Err)` is
+/// the response to send instead (413, or 408 closing the connection).
+async fn read_body(
+    req: hyper::Request<Incoming>,
+    limits: Limits,
+) -> Result<Result<Bytes, Response<Full<Bytes>>>, DropConnection> {
+    let body = Limited::new(req.into_body(), MAX_BODY).collect();
+    match tokio::time::timeout(limits.read_timeout, body).await {
+        Ok(Ok(body)) => Ok(Ok(body.to_bytes())),
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Ok(Err(respond(Reply::error(
+                413,
+                413000,
+                "The request body is too large.",
+            ))))
+        }
+        Ok(Err(_)) => Err(DropConnection),
+        Err(_) => {
+            tracing::debug!("request body not received within the read timeout");
+            let mut response = respond(Reply::error(
+                408,
+                408000,
+                "The request body did not arrive in time.",
+            ));
+            response.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+            Ok(Err(response))
+        }
+    }
 }
 
 fn respond(reply: Reply) -> Response<Full<Bytes>> {

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+mod admin;
 mod clock;
 mod config;
 mod enrollment;
@@ -8,6 +9,7 @@ mod error;
 mod faults;
 mod files;
 mod https;
+mod hub;
 mod listener;
 mod mqtt;
 mod sas;
@@ -15,6 +17,7 @@ mod serve;
 mod service;
 mod store;
 mod tls;
+mod x509;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -36,10 +39,11 @@ pub use error::Error;
 pub use faults::{Fault, FaultKind, FaultTarget};
 pub use files::{MAX_FILE, default_ca_path};
 pub use https::{Limits, MAX_BODY, fuzz_route};
+pub use hub::{HUB_API_VERSIONS, HubRefusal, RefusalReason, TelemetryMessage};
 pub use mqtt::fuzz_topic;
 pub use sas::{SasError, SasToken};
 pub use serve::serve_until_ctrl_c;
-pub use service::{API_VERSIONS, AttestationKind, RegistrationRecord};
+pub use service::{API_VERSIONS, AttestationKind, DeviceStatus, RegistrationRecord};
 
 use service::{Service, Settings};
 
@@ -70,6 +74,7 @@ impl Default for EmulatorBuilder {
                 retry_after: 1,
                 assigning_polls: 0,
                 issued_certificate_validity: Duration::from_secs(30 * 86_400),
+                clock_offset: 0,
             },
             enrollments: Enrollments::default(),
             https: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -131,6 +136,15 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Runs the emulator's clock `seconds` ahead of the system's (negative: behind) when it
+    /// checks SAS token expiry, DPS's and the hubs': as a device whose clock is behind (or
+    /// ahead) sees the service. Default 0.
+    #[must_use]
+    pub fn clock_offset(mut self, seconds: i64) -> Self {
+        self.settings.clock_offset = seconds;
+        self
+    }
+
     /// Adds an individual enrollment.
     #[must_use]
     pub fn enroll(mut self, enrollment: Enrollment) -> Self {
@@ -168,7 +182,7 @@ impl EmulatorBuilder {
     }
 
     /// Adds a DNS name or IP address to the server certificate (default: `localhost`,
-    /// `127.0.0.1`, `::1`).
+    /// `127.0.0.1`, `::1`, and the name of every hub the emulator and its enrollments assign).
     #[must_use]
     pub fn server_name(mut self, name: impl Into<String>) -> Self {
         self.server_names.push(name.into());
@@ -207,7 +221,16 @@ impl EmulatorBuilder {
             Some((cert, key)) => tls::Ca::from_pem(cert, key)?,
             None => tls::Ca::generate()?,
         };
-        let (chain, key) = ca.issue_server(&self.server_names)?;
+        // The hubs are served here too: their names go in the certificate.
+        let mut names = self.server_names.clone();
+        names.extend(
+            self.settings
+                .iot_hubs
+                .iter()
+                .chain(self.enrollments.hubs())
+                .map(|hub| host_of(hub).to_owned()),
+        );
+        let (chain, key) = ca.issue_server(&names)?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let https_tls = tls::server_config(
             provider.clone(),
@@ -275,6 +298,14 @@ impl EmulatorBuilder {
     }
 }
 
+/// A hub name without its port (`localhost:8884` is served as `localhost`).
+fn host_of(hub: &str) -> &str {
+    match hub.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') && port.parse::<u16>().is_ok() => host,
+        _ => hub,
+    }
+}
+
 /// A running emulator. Dropping it stops the endpoints.
 #[derive(Debug)]
 pub struct Emulator {
@@ -298,6 +329,13 @@ impl Emulator {
 
     /// The MQTT endpoint's address, if MQTT is on.
     pub fn mqtt_addr(&self) -> Option<SocketAddr> {
+        self.mqtt_addr
+    }
+
+    /// Where the hubs are served: the MQTT endpoint (hub connections are told from DPS ones
+    /// by their user name), if MQTT is on. Devices reach a hub by its name, so give clients
+    /// this address for every hub name (the server certificate holds the hub names).
+    pub fn hub_addr(&self) -> Option<SocketAddr> {
         self.mqtt_addr
     }
 
@@ -342,6 +380,14 @@ impl Emulator {
         )
     }
 
+    /// Sets how many seconds the emulator's clock runs ahead of the system's (negative:
+    /// behind) for SAS expiry checks (see [`EmulatorBuilder::clock_offset`]).
+    pub fn set_clock_offset(&self, seconds: i64) {
+        self.service
+            .clock_offset
+            .store(seconds, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Injects a fault.
     pub fn inject(&self, fault: Fault) {
         self.service.faults.inject(fault);
@@ -377,6 +423,94 @@ impl Emulator {
     /// Every device registered so far.
     pub fn registrations(&self) -> Vec<RegistrationRecord> {
         self.service.registrations()
+    }
+
+    /// The registration that made the device with this device id.
+    pub fn device(&self, device_id: &str) -> Option<RegistrationRecord> {
+        self.service.device(device_id)
+    }
+
+    /// Disables a device on its hub: its connection ends and it is refused (CONNACK 5) until
+    /// enabled again, also after it registers again.
+    ///
+    /// # Errors
+    /// [`Error::UnknownDevice`] when no registration made this device.
+    pub fn disable_device(&self, device_id: &str) -> Result<RegistrationRecord, Error> {
+        self.service
+            .set_device_status(device_id, DeviceStatus::Disabled)
+    }
+
+    /// Ends the device's hub connection, if it has one (as IoT Hub does now and then): to test
+    /// that it connects again. Returns whether it was connected.
+    pub fn disconnect_device(&self, device_id: &str) -> bool {
+        let connected = self.service.hub.sessions.is_connected(device_id);
+        self.service
+            .hub
+            .sessions
+            .kick(device_id, "disconnected by an admin call");
+        connected
+    }
+
+    /// Enables a disabled device.
+    ///
+    /// # Errors
+    /// [`Error::UnknownDevice`] when no registration made this device.
+    pub fn enable_device(&self, device_id: &str) -> Result<RegistrationRecord, Error> {
+        self.service
+            .set_device_status(device_id, DeviceStatus::Enabled)
+    }
+
+    /// Moves a device to another hub (as an operator moving it in IoT Hub would): its
+    /// connection to the old hub ends and the old hub refuses it; registering again assigns it
+    /// the new one if its enrollment allows that hub.
+    ///
+    /// # Errors
+    /// [`Error::UnknownDevice`] when no registration made this device.
+    pub fn move_device(&self, device_id: &str, hub: &str) -> Result<RegistrationRecord, Error> {
+        self.service.move_device(device_id, hub)
+    }
+
+    /// The device's twin as it reads it (`{"desired": {...}, "reported": {...}}`, each with its
+    /// `$version`); `None` for an unknown device.
+    pub fn twin(&self, device_id: &str) -> Option<serde_json::Value> {
+        self.service
+            .device(device_id)
+            .map(|_| self.service.hub.twin(device_id))
+    }
+
+    /// Patches the device's desired properties and notifies it if it is connected and
+    /// subscribed; returns the new desired `$version`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownDevice`], or [`Error::InvalidPatch`] for a patch IoT Hub would refuse.
+    pub fn update_desired(&self, device_id: &str, patch: &serde_json::Value) -> Result<u64, Error> {
+        self.service.update_desired(device_id, patch)
+    }
+
+    /// The telemetry the hubs received, oldest first (the latest ones: bounded by
+    /// [`Limits::max_telemetry_messages`] and [`Limits::max_telemetry_bytes`]).
+    pub fn telemetry(&self) -> Vec<TelemetryMessage> {
+        self.service.hub.telemetry()
+    }
+
+    /// Telemetry messages received since the start (kept or not).
+    pub fn telemetry_received(&self) -> u64 {
+        self.service.hub.telemetry_received()
+    }
+
+    /// Devices connected to a hub now.
+    pub fn connected_devices(&self) -> usize {
+        self.service.hub.sessions.connected()
+    }
+
+    /// Hub connections accepted since the start.
+    pub fn hub_connections(&self) -> u64 {
+        self.service.hub.connections()
+    }
+
+    /// The hub connections refused lately (the last 1000), oldest first, each with its reason.
+    pub fn hub_refusals(&self) -> Vec<HubRefusal> {
+        self.service.hub.refusals()
     }
 
     /// Stops accepting connections, closes the open ones and waits for the endpoints to end.

@@ -1,31 +1,61 @@
-//! The MQTT endpoint: MQTT 3.1.1 over TLS with DPS's topics. Packets are framed by rumqttc's
-//! codec; this module only maps DPS topics to requests.
+//! The MQTT endpoint: MQTT 3.1.1 over TLS for DPS and for the hubs it assigns, told apart by
+//! the CONNECT user name (DPS: `{idScope}/registrations/{registrationId}/...`; a hub:
+//! `{hub}/{deviceId}/?api-version=...`). Packets are framed by rumqttc's codec; [`dps`] maps
+//! DPS's topics to service requests, [`hub`] serves IoT Hub's.
+
+mod dps;
+mod hub;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::https::{Limits, MAX_BODY, query_param};
-use crate::listener::Accepted;
-use crate::service::{Request, RequestKind, Service, Transport};
 use bytes::BytesMut;
-use rumqttc::mqttbytes::v4::{
-    ConnAck, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode, UnsubAck,
-};
-use rumqttc::mqttbytes::{Error as MqttError, QoS};
-use rustls_pki_types::CertificateDer;
+use rumqttc::mqttbytes::Error as MqttError;
+use rumqttc::mqttbytes::v4::{ConnAck, Connect, ConnectReturnCode, Packet};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
-const REGISTER_TOPIC: &str = "$dps/registrations/PUT/iotdps-register/";
-const STATUS_TOPIC: &str = "$dps/registrations/GET/iotdps-get-operationstatus/";
+use crate::https::{Limits, MAX_BODY};
+use crate::listener::Accepted;
+use crate::service::Service;
 
-/// Serves one MQTT connection (a DPS session).
+/// Serves one MQTT connection: a DPS session or a hub session, by its CONNECT.
 pub(crate) async fn serve_session(accepted: Accepted, service: Arc<Service>, limits: Limits) {
     let Accepted {
         stream,
         peer,
         chain,
     } = accepted;
-    if let Err(e) = session(stream, &service, &chain, limits).await {
+    let mut conn = Connection {
+        stream,
+        buffer: BytesMut::with_capacity(4096),
+        max_packet: MAX_BODY + 1024,
+    };
+    let ended = async {
+        let Some(Packet::Connect(connect)) = conn.read(limits.read_timeout).await? else {
+            return Err(SessionError::NotConnect);
+        };
+        let username = connect.login.as_ref().map(|l| l.username.as_str());
+        match username.map(|u| (dps::Username::parse(u), crate::hub::Login::parse(u))) {
+            Some((None, Some(login))) => {
+                hub::session(&mut conn, &connect, login, &chain, &service).await
+            }
+            Some((Some(username), _)) => {
+                dps::session(&mut conn, &connect, username, &chain, &service).await
+            }
+            _ => {
+                conn.write(Packet::ConnAck(ConnAck::new(
+                    ConnectReturnCode::BadUserNamePassword,
+                    false,
+                )))
+                .await?;
+                Err(SessionError::Refused(
+                    ConnectReturnCode::BadUserNamePassword,
+                ))
+            }
+        }
+    }
+    .await;
+    if let Err(e) = ended {
         tracing::debug!(%peer, error = %e, "MQTT session ended");
     }
 }
@@ -45,20 +75,26 @@ enum SessionError {
     Refused(ConnectReturnCode),
     #[error("dropped on purpose")]
     Dropped,
+    #[error("closed by the hub: {0}")]
+    Closed(&'static str),
 }
 
+/// Packets over a stream.
 struct Connection<S> {
     stream: S,
     buffer: BytesMut,
+    /// The largest packet accepted.
+    max_packet: usize,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// The next packet, whole within `timeout` (a deadline for the packet, not for each read:
-    /// a byte every few seconds does not keep a connection alive).
+    /// a byte every few seconds does not keep a connection alive). Cancel-safe: bytes read
+    /// stay in the buffer.
     async fn read(&mut self, timeout: Duration) -> Result<Option<Packet>, SessionError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            match Packet::read(&mut self.buffer, MAX_BODY + 1024) {
+            match Packet::read(&mut self.buffer, self.max_packet) {
                 Ok(packet) => return Ok(Some(packet)),
                 Err(MqttError::InsufficientBytes(_)) => {}
                 Err(e) => return Err(e.into()),
@@ -81,186 +117,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 }
 
-/// The DPS username: `{idScope}/registrations/{registrationId}/api-version={v}[&...]`.
-#[derive(Debug, PartialEq, Eq)]
-struct Username {
-    id_scope: String,
-    registration_id: String,
-    api_version: Option<String>,
+/// The CONNECT password, if one was given (an empty one is none: X.509 devices send none).
+fn password(connect: &Connect) -> Option<&str> {
+    connect
+        .login
+        .as_ref()
+        .map(|l| l.password.as_str())
+        .filter(|p| !p.is_empty())
 }
 
-impl Username {
-    fn parse(text: &str) -> Option<Self> {
-        let mut parts = text.splitn(4, '/');
-        let id_scope = parts.next()?.to_owned();
-        if parts.next()? != "registrations" {
-            return None;
-        }
-        let registration_id = parts.next()?.to_owned();
-        let api_version = parts.next().and_then(|q| query_param(q, "api-version"));
-        Some(Self {
-            id_scope,
-            registration_id,
-            api_version,
-        })
-    }
-}
-
-async fn session<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: S,
-    service: &Service,
-    chain: &[CertificateDer<'static>],
-    limits: Limits,
-) -> Result<(), SessionError> {
-    let mut conn = Connection {
-        stream,
-        buffer: BytesMut::with_capacity(4096),
-    };
-    let Some(Packet::Connect(connect)) = conn.read(limits.read_timeout).await? else {
-        return Err(SessionError::NotConnect);
-    };
-    let login = connect.login.as_ref();
-    let username = login.and_then(|l| Username::parse(&l.username));
-    let password = login.map(|l| l.password.clone()).filter(|p| !p.is_empty());
-    let code = match &username {
-        None => ConnectReturnCode::BadUserNamePassword,
-        Some(u) if u.registration_id != connect.client_id => ConnectReturnCode::BadClientId,
-        Some(u) => {
-            let reply = service
-                .handle(Request {
-                    id_scope: &u.id_scope,
-                    registration_id: u.registration_id.clone(),
-                    api_version: u.api_version.clone(),
-                    kind: RequestKind::Connect,
-                    authorization: password.clone(),
-                    client_chain: chain,
-                    transport: Transport::Mqtt,
-                })
-                .await;
-            match reply.status {
-                200 => ConnectReturnCode::Success,
-                401 => ConnectReturnCode::NotAuthorized,
-                404 | 400 => ConnectReturnCode::BadUserNamePassword,
-                _ => ConnectReturnCode::ServiceUnavailable,
-            }
-        }
-    };
-    conn.write(Packet::ConnAck(ConnAck::new(code, false)))
-        .await?;
-    let Some(username) = username.filter(|_| code == ConnectReturnCode::Success) else {
-        return Err(SessionError::Refused(code));
-    };
-    // MQTT's keep-alive: the client must send something within 1.5 times its interval.
-    let idle = match connect.keep_alive {
+/// How long a client may stay silent: 1.5 times its keep-alive (MQTT's rule), 5 minutes
+/// without one.
+fn idle_limit(keep_alive: u16) -> Duration {
+    match keep_alive {
         0 => Duration::from_secs(300),
         k => Duration::from_millis(u64::from(k) * 1500),
-    };
-    loop {
-        let Some(packet) = conn.read(idle).await? else {
-            return Ok(());
-        };
-        match packet {
-            Packet::Subscribe(sub) => {
-                let codes = sub
-                    .filters
-                    .iter()
-                    .map(|f| {
-                        if f.path.starts_with("$dps/registrations/res/") {
-                            SubscribeReasonCode::Success(match f.qos {
-                                QoS::AtMostOnce => QoS::AtMostOnce,
-                                _ => QoS::AtLeastOnce,
-                            })
-                        } else {
-                            SubscribeReasonCode::Failure
-                        }
-                    })
-                    .collect();
-                conn.write(Packet::SubAck(SubAck::new(sub.pkid, codes)))
-                    .await?;
-            }
-            Packet::Publish(publish) => {
-                if publish.qos != QoS::AtMostOnce {
-                    conn.write(Packet::PubAck(PubAck::new(publish.pkid)))
-                        .await?;
-                }
-                let (topic, query) = publish
-                    .topic
-                    .split_once('?')
-                    .unwrap_or((publish.topic.as_str(), ""));
-                let rid = query_param(query, "$rid").unwrap_or_default();
-                let kind = match topic {
-                    REGISTER_TOPIC => RequestKind::Register(publish.payload.to_vec()),
-                    STATUS_TOPIC => RequestKind::Operation(
-                        query_param(query, "operationId").unwrap_or_default(),
-                    ),
-                    _ => {
-                        tracing::debug!(topic = %publish.topic, "publish to an unknown topic");
-                        continue;
-                    }
-                };
-                let reply = service
-                    .handle(Request {
-                        id_scope: &username.id_scope,
-                        registration_id: username.registration_id.clone(),
-                        api_version: username.api_version.clone(),
-                        kind,
-                        authorization: password.clone(),
-                        client_chain: chain,
-                        transport: Transport::Mqtt,
-                    })
-                    .await;
-                if reply.drop {
-                    return Err(SessionError::Dropped);
-                }
-                let mut topic = format!("$dps/registrations/res/{}/?$rid={rid}", reply.status);
-                if let Some(seconds) = reply.retry_after {
-                    topic.push_str(&format!("&retry-after={seconds}"));
-                }
-                conn.write(Packet::Publish(Publish::new(
-                    topic,
-                    QoS::AtMostOnce,
-                    reply.body,
-                )))
-                .await?;
-            }
-            // The Node SDK unsubscribes before it disconnects and waits for the UNSUBACK.
-            Packet::Unsubscribe(unsub) => {
-                conn.write(Packet::UnsubAck(UnsubAck::new(unsub.pkid)))
-                    .await?;
-            }
-            Packet::PingReq => conn.write(Packet::PingResp).await?,
-            Packet::Disconnect => return Ok(()),
-            Packet::PubAck(_) => {}
-            _ => return Err(SessionError::NotConnect),
-        }
     }
 }
 
-/// Parses a DPS MQTT username and topic as the MQTT endpoint would: for the fuzz target.
+/// Parses an MQTT user name and topic as the MQTT endpoint would (DPS's and the hubs'): for
+/// the fuzz target.
 #[doc(hidden)]
 pub fn fuzz_topic(username: &str, topic: &str) -> bool {
-    let (t, q) = topic.split_once('?').unwrap_or((topic, ""));
-    let _ = (query_param(q, "$rid"), query_param(q, "operationId"), t);
-    Username::parse(username).is_some()
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-
-    #[test]
-    fn usernames() {
-        assert_eq!(
-            Username::parse("0ne1/registrations/dev-1/api-version=2019-03-31&ClientVersion=x"),
-            Some(Username {
-                id_scope: "0ne1".into(),
-                registration_id: "dev-1".into(),
-                api_version: Some("2019-03-31".into()),
-            })
-        );
-        assert_eq!(Username::parse("0ne1/devices/dev-1"), None);
-        assert_eq!(Username::parse(""), None);
-    }
+    let dps = dps::fuzz(username, topic);
+    let hub = hub::fuzz(username, topic);
+    dps || hub
 }

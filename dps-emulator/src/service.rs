@@ -5,11 +5,16 @@
 
 mod assign;
 mod auth;
+mod identity;
 mod operation;
 mod register;
 
+pub(crate) use assign::sha256_hex;
+pub(crate) use identity::HubIdentity;
+
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -21,6 +26,7 @@ use crate::clock::{now_rfc3339, random_hex};
 use crate::enrollment::{AllocationPolicy, Enrollments};
 use crate::faults::{FaultKind, Faults};
 use crate::https::Limits;
+use crate::hub::Hub;
 use crate::tls::Ca;
 use crate::{Error, store};
 
@@ -50,6 +56,9 @@ pub(crate) struct Settings {
     pub(crate) retry_after: u32,
     pub(crate) assigning_polls: u32,
     pub(crate) issued_certificate_validity: Duration,
+    /// Seconds the emulator's clock is ahead of the system's (negative: behind), for SAS
+    /// expiry checks: tests of devices whose clock is wrong.
+    pub(crate) clock_offset: i64,
 }
 
 /// Which request this is.
@@ -95,7 +104,7 @@ pub(crate) struct Reply {
 }
 
 impl Reply {
-    fn json(status: u16, body: &Value) -> Self {
+    pub(crate) fn json(status: u16, body: &Value) -> Self {
         Self {
             status,
             body: serde_json::to_vec(body).unwrap_or_default(),
@@ -146,6 +155,29 @@ pub struct RegistrationRecord {
     pub attestation: AttestationKind,
     /// How many times it registered.
     pub registrations: u32,
+    /// Whether its hub lets it connect: `enabled` unless an admin call disabled it.
+    #[serde(default)]
+    pub status: DeviceStatus,
+    /// The SHA-256 of the certificate it registered with (X.509 attestation), lowercase hex:
+    /// the certificate its hub accepts, unless one was issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_sha256: Option<String>,
+    /// The SHA-256 of the certificate issued from its CSR at the last registration, lowercase
+    /// hex: then the only certificate its hub accepts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_certificate_sha256: Option<String>,
+}
+
+/// Whether a device may connect to its hub (IoT Hub's device `status`).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum DeviceStatus {
+    /// It may connect.
+    #[default]
+    Enabled,
+    /// Its hub refuses it (CONNACK 5) and drops its connections.
+    Disabled,
 }
 
 /// How a device attests, as DPS names it in `registrationState` (and in the state file).
@@ -259,6 +291,12 @@ struct State {
     registrations: HashMap<String, RegistrationRecord>,
     /// TPM challenges issued, by registration id.
     tpm: HashMap<String, auth::TpmSession>,
+    /// The hub key sent to each TPM device at its last assignment, by registration id: what
+    /// its hub SAS tokens must be signed with. Kept in memory only (a restarted emulator has
+    /// none: those devices must register again).
+    hub_keys: HashMap<String, zeroize::Zeroizing<Vec<u8>>>,
+    /// Registration ids by device id, for the hubs (which know devices by device id).
+    devices: HashMap<String, String>,
 }
 
 /// The provisioning service.
@@ -268,10 +306,14 @@ pub(crate) struct Service {
     state: Mutex<State>,
     pub(crate) faults: Faults,
     pub(crate) ca: Ca,
+    /// The hubs' side: sessions, twins, telemetry.
+    pub(crate) hub: Hub,
     store: Option<PathBuf>,
     limits: Limits,
     /// Requests handled (register, poll, status, MQTT CONNECT), faults included.
     requests: std::sync::atomic::AtomicU64,
+    /// Seconds the emulator's clock is ahead of the system's (negative: behind).
+    pub(crate) clock_offset: std::sync::atomic::AtomicI64,
 }
 
 impl std::fmt::Debug for Service {
@@ -290,9 +332,15 @@ impl Service {
         store: Option<PathBuf>,
         limits: Limits,
     ) -> Result<Self, Error> {
+        let settings_offset = settings.clock_offset;
         let mut state = State::default();
         if let Some(path) = &store {
             state.registrations = store::load(path)?;
+            state.devices = state
+                .registrations
+                .values()
+                .map(|r| (r.device_id.clone(), r.registration_id.clone()))
+                .collect();
         }
         Ok(Self {
             settings,
@@ -300,10 +348,32 @@ impl Service {
             state: Mutex::new(state),
             faults: Faults::default(),
             ca,
+            hub: Hub::new(limits),
             store,
             limits,
             requests: std::sync::atomic::AtomicU64::new(0),
+            clock_offset: std::sync::atomic::AtomicI64::new(settings_offset),
         })
+    }
+
+    /// A service with the default settings and no enrollments, for unit tests.
+    #[cfg(test)]
+    #[allow(clippy::unwrap_used)]
+    pub(crate) fn for_tests() -> Self {
+        Self::new(
+            crate::EmulatorBuilder::default().settings,
+            Enrollments::default(),
+            Ca::generate().unwrap(),
+            None,
+            Limits::default(),
+        )
+        .unwrap()
+    }
+
+    /// Now, in seconds since the Unix epoch, by the emulator's clock (the system's plus the
+    /// configured offset).
+    pub(crate) fn now(&self) -> u64 {
+        crate::clock::unix_now().saturating_add_signed(self.clock_offset.load(Relaxed))
     }
 
     /// Requests handled so far.
@@ -333,8 +403,17 @@ impl Service {
     /// Records `record` and writes the state file, if there is one.
     fn save(&self, state: &mut State, record: RegistrationRecord) {
         state
+            .devices
+            .insert(record.device_id.clone(), record.registration_id.clone());
+        if let Some(previous) = state
             .registrations
-            .insert(record.registration_id.clone(), record);
+            .insert(record.registration_id.clone(), record)
+            && let Some(current) = state.registrations.get(&previous.registration_id)
+            && current.device_id != previous.device_id
+            && state.devices.get(&previous.device_id) == Some(&previous.registration_id)
+        {
+            state.devices.remove(&previous.device_id);
+        }
         if let Some(path) = &self.store
             && let Err(e) = store::save(path, &state.registrations)
         {

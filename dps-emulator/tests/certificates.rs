@@ -82,7 +82,9 @@ async fn the_ca_and_the_server_certificate_pass_strict_verification_with_each_na
             "dns:localhost",
             "ip address:127.0.0.1",
             "ip address:0:0:0:0:0:0:0:1",
-            "dns:dps.example.test"
+            "dns:dps.example.test",
+            // The hubs are served too.
+            "dns:emulated-hub.azure-devices.net"
         ],
         "{text}"
     );

@@ -10,7 +10,7 @@ use common::run_example;
 use hmac::{KeyInit as _, Mac as _};
 
 #[test]
-fn quickstart_registers_a_dice_device() {
+fn quickstart_registers_a_dice_device_and_sends_telemetry_to_its_hub() {
     let run = run_example("quickstart", &[], &[]);
     run.success();
     let line = run.line("assigned:");
@@ -19,6 +19,13 @@ fn quickstart_registers_a_dice_device() {
         "{line}"
     );
     assert!(line.contains("device id 'quickstart-device-01'"), "{line}");
+    let line = run.line("connected to hub");
+    assert!(
+        line.contains("'quickstart-hub.azure-devices.net' as 'quickstart-device-01'"),
+        "{line}"
+    );
+    run.line("telemetry acknowledged by the hub");
+    run.line("and 1 telemetry message(s)");
 }
 
 #[test]

@@ -17,9 +17,14 @@ impl Endpoint {
     /// Parses `host`, `host:port`, `[v6]` or `[v6]:port`, optionally as an `https://` or
     /// `mqtts://` URI with an empty path; `default_port` applies when none is given.
     pub(crate) fn parse(text: &str, default_port: u16) -> Result<Self, Error> {
+        Self::parse_named("global endpoint", text, default_port)
+    }
+
+    /// As [`parse`](Self::parse), naming the text `what` in errors (`"hub name"`).
+    pub(crate) fn parse_named(what: &str, text: &str, default_port: u16) -> Result<Self, Error> {
         let bad = |why: &str| {
             Error::config(format!(
-                "global endpoint {}: {why}",
+                "{what} {}: {why}",
                 hsm_core::untrusted::quoted(text)
             ))
         };
@@ -30,7 +35,7 @@ impl Endpoint {
                 return Err(bad("the scheme must be https:// (or mqtts://), or none"));
             }
             if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-                return Err(bad("a global endpoint has no path or query"));
+                return Err(bad("a host has no path or query"));
             }
             uri.authority().cloned().ok_or_else(|| bad("no host"))?
         } else {

@@ -1,4 +1,5 @@
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::RegistrationStatus;
@@ -228,6 +229,89 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+
+    /// The hub refused the device's credential: MQTT CONNACK 5 (not authorized: a wrong or
+    /// expired SAS token, a certificate that is not the device's, a device the hub does not
+    /// know, has disabled or has moved to another hub), 4 (bad user name or password), 2
+    /// or 1. Never retried: the credential or the assignment is wrong, and registering
+    /// again is the remedy ([`Error::is_hub_refusal`]).
+    #[error("the hub {hub} refused the device's credential (MQTT CONNACK {code}: {meaning})")]
+    HubRefused {
+        /// The hub.
+        hub: String,
+        /// The CONNACK return code.
+        code: u8,
+        /// What the code means.
+        meaning: &'static str,
+    },
+
+    /// The hub answered CONNACK 3 (server unavailable) at every attempt.
+    #[error("the hub {hub} is unavailable (MQTT CONNACK 3)")]
+    HubUnavailable {
+        /// The hub.
+        hub: String,
+    },
+
+    /// The hub did not answer in time: the TCP connection, the TLS handshake, CONNACK, a
+    /// telemetry acknowledgement, a twin answer, a ping.
+    #[error("the hub did not answer the {operation} within {after:?}")]
+    HubTimeout {
+        /// What was waited for.
+        operation: &'static str,
+        /// The timeout.
+        after: Duration,
+    },
+
+    /// The hub answered a request (a twin GET or PATCH) with an error status.
+    #[error("the hub refused the {operation}")]
+    HubRequest {
+        /// The request.
+        operation: &'static str,
+        /// What the hub said (boxed: it is large, and rare).
+        #[source]
+        error: Box<ServiceError>,
+    },
+
+    /// The hub's answer cannot be understood.
+    #[error("malformed hub answer to the {operation}: {reason}")]
+    Hub {
+        /// The request it answered.
+        operation: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The hub refused a subscription the client needs (SUBACK failure).
+    #[error("the hub refused the subscription to {filter}")]
+    HubSubscription {
+        /// The topic filter.
+        filter: &'static str,
+    },
+
+    /// The connection to the hub dropped and could not be made again: `cause` says why (a
+    /// refusal, the network). Requests waiting on the connection fail with this; the next
+    /// request tries to connect again.
+    #[error("the connection to the hub {hub} was lost and could not be made again")]
+    HubConnectionLost {
+        /// The hub.
+        hub: String,
+        /// Why the last attempt failed.
+        #[source]
+        cause: Arc<Error>,
+    },
+
+    /// The hub client was disconnected.
+    #[error("the hub connection is closed")]
+    HubClosed,
+
+    /// A telemetry message larger than IoT Hub takes.
+    #[error("the message is {size} bytes, more than the {limit} bytes IoT Hub takes")]
+    MessageTooLarge {
+        /// The payload size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 impl Error {
@@ -246,8 +330,24 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::Throttled { .. } | Self::Transient { .. } | Self::Io { .. } | Self::Mqtt { .. }
+            Self::Throttled { .. }
+                | Self::Transient { .. }
+                | Self::Io { .. }
+                | Self::Mqtt { .. }
+                | Self::HubUnavailable { .. }
+                | Self::HubTimeout { .. }
         )
+    }
+
+    /// Whether the hub refused the device's credential ([`HubRefused`](Self::HubRefused),
+    /// directly or as the cause of [`HubConnectionLost`](Self::HubConnectionLost)): what
+    /// calls for registering again, as opposed to a network failure.
+    pub fn is_hub_refusal(&self) -> bool {
+        match self {
+            Self::HubRefused { .. } => true,
+            Self::HubConnectionLost { cause, .. } => cause.is_hub_refusal(),
+            _ => false,
+        }
     }
 }
 

@@ -6,6 +6,7 @@ mod builder;
 mod client;
 mod endpoint;
 mod error;
+pub mod hub;
 mod registration;
 mod retry;
 mod run;

@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use hsm_core::{
     CertificateDer, Expiry, RegistrationId, SasToken, SasTokenBuilder, SymmetricKeyAttestation,
-    TpmAttestation,
+    TpmAttestation, X509Attestation,
 };
+use rustls::{ClientConfig, RootCertStore};
 use serde_json::Value;
 
 use crate::{Error, RegistrationStatus};
@@ -61,9 +62,36 @@ pub enum HubCredentials {
     /// was sent, else the attestation's chain) with the key handle, trusting the same roots as
     /// the DPS connection. Given for X.509 attestation and whenever a certificate was issued.
     X509(Arc<rustls::ClientConfig>),
-    /// A SAS-token signer for `{hub}/devices/{deviceId}` that signs with the driver: symmetric
-    /// key and TPM attestation without a CSR.
+    /// A SAS-token signer for `{hub}/devices/{deviceId}` that signs with the driver, with the
+    /// TLS configuration to present its tokens over: symmetric key and TPM attestation without
+    /// a CSR.
     Sas(HubSasSigner),
+}
+
+impl HubCredentials {
+    /// X.509 credentials for a device certificate whose key is a handle (the key stays in
+    /// the HSM), trusting `roots` for the hub.
+    ///
+    /// # Errors
+    /// [`Error::Tls`] when the certificate and key cannot make a TLS identity.
+    pub fn x509(identity: &dyn X509Attestation, roots: RootCertStore) -> Result<Self, Error> {
+        let tls = |e: tls_bridge::Error| Error::Tls {
+            operation: "build the hub TLS configuration",
+            source: Box::new(e),
+        };
+        let identity = tls_bridge::TlsIdentity::from_attestation(identity).map_err(tls)?;
+        Ok(Self::X509(Arc::new(
+            identity.client_config(roots).map_err(tls)?,
+        )))
+    }
+
+    /// The TLS configuration the hub connection uses.
+    pub fn tls_config(&self) -> &Arc<ClientConfig> {
+        match self {
+            Self::X509(config) => config,
+            Self::Sas(signer) => &signer.tls,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -105,20 +133,79 @@ impl fmt::Debug for HmacSource {
 /// Signs IoT Hub SAS tokens (`sr={hub}/devices/{deviceId}`) with the device's key, inside the
 /// driver: the symmetric key's HMAC, or the TPM's identity key (the hub key DPS sent, already
 /// imported).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct HubSasSigner {
     hub: String,
     device_id: String,
     source: HmacSource,
+    tls: Arc<ClientConfig>,
+}
+
+impl fmt::Debug for HubSasSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubSasSigner")
+            .field("hub", &self.hub)
+            .field("device_id", &self.device_id)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HubSasSigner {
-    pub(crate) fn new(hub: String, device_id: String, source: HmacSource) -> Self {
+    pub(crate) fn new(
+        hub: String,
+        device_id: String,
+        source: HmacSource,
+        tls: Arc<ClientConfig>,
+    ) -> Self {
         Self {
             hub,
             device_id,
             source,
+            tls,
         }
+    }
+
+    /// A signer using a symmetric key's driver, for a device whose hub and device id are
+    /// known (from an earlier registration), presenting its tokens over `tls` (server
+    /// authentication only).
+    pub fn symmetric_key(
+        hub: impl Into<String>,
+        device_id: impl Into<String>,
+        key: Arc<dyn SymmetricKeyAttestation>,
+        tls: Arc<ClientConfig>,
+    ) -> Self {
+        Self::new(
+            hub.into(),
+            device_id.into(),
+            HmacSource::Symmetric(key),
+            tls,
+        )
+    }
+
+    /// A signer using a TPM's identity key (the hub key DPS sent, once imported).
+    pub fn tpm(
+        hub: impl Into<String>,
+        device_id: impl Into<String>,
+        tpm: Arc<dyn TpmAttestation>,
+        tls: Arc<ClientConfig>,
+    ) -> Self {
+        Self::new(hub.into(), device_id.into(), HmacSource::Tpm(tpm), tls)
+    }
+
+    /// The hub.
+    pub fn hub(&self) -> &str {
+        &self.hub
+    }
+
+    /// The device id.
+    pub fn device_id(&self) -> &str {
+        &self.device_id
+    }
+
+    /// The TLS configuration tokens are presented over.
+    pub fn tls_config(&self) -> &Arc<ClientConfig> {
+        &self.tls
     }
 
     /// The token resource, `{hub}/devices/{deviceId}` (unencoded).

@@ -330,7 +330,20 @@ impl<'a> Run<'a> {
             }
             (_, Some(identity), _) => HubCredentials::X509(tls_config(identity)?),
             (_, None, Some(source)) => {
-                HubCredentials::Sas(HubSasSigner::new(hub.clone(), device_id.clone(), source))
+                let tls = rustls::ClientConfig::builder_with_provider(config.provider.clone())
+                    .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+                    .map_err(|e| Error::Tls {
+                        operation: "build the hub TLS configuration",
+                        source: Box::new(e),
+                    })?
+                    .with_root_certificates(config.hub_roots.clone())
+                    .with_no_client_auth();
+                HubCredentials::Sas(HubSasSigner::new(
+                    hub.clone(),
+                    device_id.clone(),
+                    source,
+                    Arc::new(tls),
+                ))
             }
             (_, None, None) => return Err(malformed("no credentials for the hub")),
         };

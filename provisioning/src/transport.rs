@@ -4,7 +4,7 @@
 //! arm in [`open`], nothing else.
 
 mod https;
-mod mqtt;
+pub(crate) mod mqtt;
 mod tls;
 
 use std::future::Future;

@@ -55,6 +55,8 @@ fn x509_key_on_softhsm_over_both_transports() {
                 assert_eq!(registration.status, RegistrationStatus::Assigned);
                 assert_eq!(registration.device_id, "p11-x509-dev");
                 assert!(matches!(registration.credentials, HubCredentials::X509(_)));
+                // TLS client authentication at the hub signs on the token.
+                proves_on_hub(&emulator, &registration).await;
             }
         });
     });
@@ -106,6 +108,8 @@ fn hmac_key_on_softhsm_and_csr_signed_on_the_token() {
                     .token(std::time::Duration::from_secs(60))
                     .await
                     .unwrap();
+                // The hub's SAS tokens are HMAC'd on the token too.
+                proves_on_hub(&emulator, &registration).await;
 
                 // And a certificate for a key that never leaves the token.
                 let registration = client(&emulator, transport)
@@ -122,6 +126,7 @@ fn hmac_key_on_softhsm_and_csr_signed_on_the_token() {
                     der::Encode::to_der(cert.tbs_certificate().subject_public_key_info()).unwrap();
                 assert_eq!(spki, csr_key.public_key_der());
                 assert!(matches!(registration.credentials, HubCredentials::X509(_)));
+                proves_on_hub(&emulator, &registration).await;
             }
         });
     });

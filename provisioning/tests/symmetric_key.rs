@@ -43,6 +43,7 @@ async fn individual_enrollment_is_assigned_over_both_transports() {
         ));
         let async_token = signer.token(Duration::from_secs(60)).await.unwrap();
         assert!(async_token.expiry() > 1_700_000_000);
+        proves_on_hub(&emulator, &registration).await;
     }
     assert_eq!(emulator.registrations()[0].registrations, 2);
 }
@@ -75,6 +76,7 @@ async fn group_enrollment_with_derived_keys_over_both_transports() {
             registration.enrollment_group_id.as_deref(),
             Some("sym-group")
         );
+        proves_on_hub(&emulator, &registration).await;
         // The emulator echoes the payload, as a custom allocation function that returns it would.
         assert_eq!(
             registration.payload,

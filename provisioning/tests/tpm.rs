@@ -77,6 +77,9 @@ async fn tpm_on_swtpm_registers_over_https_and_imports_the_hub_key() {
         );
         let blocking = signer.token_blocking(Expiry::At(token.expiry())).unwrap();
         assert_eq!(blocking.expose(), token.expose());
+        // The hub takes the TPM-signed token: the key it sent in this round's activation
+        // blob is the one in the TPM now.
+        proves_on_hub(&emulator, &registration).await;
     }
     assert_eq!(emulator.registrations()[0].attestation.as_str(), "tpm");
     assert_eq!(emulator.registrations()[0].registrations, 2);

@@ -51,6 +51,7 @@ async fn individual_certificate_enrollment_over_both_transports() {
         assert!(registration.issued_certificate_chain.is_empty());
         // The hub credentials present the device's own chain, signing through the handle.
         assert_eq!(hub_chain(&registration)[0], issued.chain[0].to_vec());
+        proves_on_hub(&emulator, &registration).await;
     }
 }
 
@@ -72,6 +73,7 @@ async fn ca_group_enrollment_over_both_transports() {
             registration.enrollment_group_id.as_deref(),
             Some("x509-group")
         );
+        proves_on_hub(&emulator, &registration).await;
     }
 }
 
@@ -215,6 +217,7 @@ async fn riot_device_through_its_dev_root_over_both_transports() {
             Some("riot-group")
         );
         assert_eq!(hub_chain(&registration).len(), 3);
+        proves_on_hub(&emulator, &registration).await;
     }
     // New firmware (another FWID) means a new Alias key: still in the group.
     let updated = Arc::new(
@@ -319,8 +322,9 @@ async fn csr_issuance_over_both_transports_and_attestations() {
                 None,
             )
             .unwrap();
-            // Hub credentials use the issued chain with the CSR key.
+            // Hub credentials use the issued chain with the CSR key, and the hub takes them.
             assert_eq!(hub_chain(&registration)[0], chain[0].to_vec());
+            proves_on_hub(&emulator, &registration).await;
         }
     }
 }

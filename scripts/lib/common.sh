@@ -110,7 +110,7 @@ _cleanup_work() {
 install_node_sdk() { # script.js...
   local dir=dps-emulator/tests/node-sdk name
   mkdir -p "$WORK/sdk"
-  cp "$dir/package.json" "$dir/package-lock.json" "$WORK/sdk/"
+  cp "$dir/package.json" "$dir/package-lock.json" "$dir/common.js" "$WORK/sdk/"
   for name in "$@"; do cp "$dir/$name" "$WORK/sdk/"; done
   (cd "$WORK/sdk" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error >/dev/null) \
     || fail "npm ci failed (is the npm registry reachable?)"

@@ -186,6 +186,17 @@ impl Emu {
         ]
     }
 
+    /// `connect` plus the flags that reach this emulator's DPS (HTTPS) and hubs.
+    pub fn connect(&self) -> Vec<String> {
+        let mut args = self.register();
+        args[0] = "connect".into();
+        args.extend([
+            "--connect-to".into(),
+            self.emulator.hub_addr().unwrap().to_string(),
+        ]);
+        args
+    }
+
     /// A file in the temporary directory.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)

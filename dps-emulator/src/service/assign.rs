@@ -53,11 +53,21 @@ impl Service {
             None => None,
             Some(keys) => {
                 let key = Zeroizing::new(random_bytes(32));
-                Some(tpm_activation_blob(keys, &key).map_err(|reason| {
+                let blob = tpm_activation_blob(keys, &key).map_err(|reason| {
                     Reply::error(500, 500000, &format!("Cannot build the hub key: {reason}"))
-                })?)
+                })?;
+                self.keep_hub_key(id, Some(key));
+                Some(blob)
             }
         };
+        let certificate_sha256 = match auth.attestation {
+            AttestationKind::X509 => request.client_chain.first().map(|leaf| sha256_hex(leaf)),
+            _ => None,
+        };
+        let issued_certificate_sha256 = issued
+            .as_ref()
+            .and_then(|chain| chain.first())
+            .map(|leaf| sha256_hex(leaf));
         let now = now_rfc3339();
         let (record, substatus) = {
             let mut state = self.lock();
@@ -80,11 +90,19 @@ impl Service {
                 etag: format!("\"{}\"", random_uuid()),
                 enrollment_group_id: auth.group.clone(),
                 attestation: auth.attestation,
-                registrations: previous.map_or(1, |p| p.registrations.saturating_add(1)),
+                registrations: previous
+                    .as_ref()
+                    .map_or(1, |p| p.registrations.saturating_add(1)),
+                // A device its hub disabled stays disabled when it registers again.
+                status: previous.as_ref().map(|p| p.status).unwrap_or_default(),
+                certificate_sha256,
+                issued_certificate_sha256,
             };
             self.save(&mut state, record.clone());
             (record, substatus)
         };
+        self.hub
+            .create_twin(&record.device_id, auth.common.initial_twin.as_ref());
         tracing::info!(
             registration_id = %id,
             hub = %record.assigned_hub,
@@ -120,6 +138,12 @@ impl Service {
         }
         Ok(state)
     }
+}
+
+/// The SHA-256 of a certificate, lowercase hex (as the record keeps it).
+pub(crate) fn sha256_hex(der: &[u8]) -> String {
+    use sha2::Digest as _;
+    data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(der))
 }
 
 /// A hub for `id` under `policy`: the first (static) or one picked by a hash of the id.

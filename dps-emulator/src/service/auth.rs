@@ -12,7 +12,6 @@ pub(super) use tpm::activation_blob as tpm_activation_blob;
 use zeroize::Zeroizing;
 
 use super::{AttestationKind, Reply, Request, Service};
-use crate::clock::unix_now;
 use crate::enrollment::{Common, Enrollment, EnrollmentGroup, IndividualAttestation};
 use crate::sas::SasToken;
 
@@ -104,7 +103,7 @@ impl Service {
             let signed = Signed {
                 token: &token,
                 resource: &resource,
-                now: unix_now(),
+                now: self.now(),
             };
             return match individual {
                 Some(enrollment) => match &enrollment.attestation {

@@ -349,3 +349,35 @@ impl Mqtt {
         panic!("{id}: still assigning after 20 polls");
     }
 }
+
+/// A hub SAS token for `{hub}/devices/{device}` signed with `key` (no key name, as device
+/// tokens have).
+pub fn hub_sas(hub: &str, device: &str, key: &[u8], expiry: Expiry) -> String {
+    SasTokenBuilder::new(format!("{hub}/devices/{device}"))
+        .expiry(expiry)
+        .sign(|d| Ok(hmac(key, d)))
+        .unwrap()
+        .expose()
+        .to_owned()
+}
+
+impl Mqtt {
+    /// CONNECT as a hub device (`{hub}/{device}/?api-version={api}`); returns the CONNACK.
+    pub async fn connect_hub(
+        &mut self,
+        client_id: &str,
+        username: &str,
+        password: &str,
+        clean: bool,
+    ) -> rumqttc::mqttbytes::v4::ConnAck {
+        let mut connect = Connect::new(client_id);
+        connect.keep_alive = 30;
+        connect.clean_session = clean;
+        connect.login = Some(Login::new(username, password));
+        self.write(Packet::Connect(connect)).await;
+        match self.read().await {
+            Some(Packet::ConnAck(ack)) => ack,
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+}

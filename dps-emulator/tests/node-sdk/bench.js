@@ -1,8 +1,11 @@
 // Registration latency of the official Azure IoT Node.js device SDK against the dps-emulator:
 // N sequential registrations (default 1000, after 10 warm-up ones) each for symmetric key and
 // X.509 over HTTPS, every one with a new ProvisioningDeviceClient and a new connection, polling
-// interval 0 (run the emulator with `retry_after = 0`). Prints one JSON line:
-// {"n":N,"symmetric_key":{"p50_ms":..,"p99_ms":..},"x509":{"p50_ms":..,"p99_ms":..}}
+// interval 0 (run the emulator with `retry_after = 0`); then N times "provisioned and first
+// telemetry acknowledged": register (symmetric key, HTTPS), open the hub client
+// (`azure-iot-device` over MQTT, the hub reached through GatewayHostName=localhost) and send one
+// message until the hub acknowledges it, new connections each. Prints one JSON line:
+// {"n":N,"symmetric_key":{"p50_ms":..,"p99_ms":..},"x509":{..},"first_telemetry":{..}}
 //
 // Run by scripts/bench-provisioning.sh, which starts the emulator and passes, in the environment:
 // DPS_HOST, DPS_ID_SCOPE, SYM_ID, SYM_KEY, X509_ID, X509_CHAIN, X509_KEY, NODE_EXTRA_CA_CERTS and
@@ -16,17 +19,11 @@ const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
 const { Http } = require('azure-iot-provisioning-device-http');
 const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
 const { X509Security } = require('azure-iot-security-x509');
+const { Client, Message } = require('azure-iot-device');
+const { Mqtt } = require('azure-iot-device-mqtt');
+const { env } = require('./common');
 
 const WARM_UP = 10;
-
-function env(name) {
-  const value = process.env[name];
-  if (!value) {
-    console.error(`error: ${name} is not set (run this through scripts/bench-provisioning.sh)`);
-    process.exit(2);
-  }
-  return value;
-}
 
 const host = env('DPS_HOST');
 const idScope = env('DPS_ID_SCOPE');
@@ -62,31 +59,53 @@ async function registerOnce(security, want) {
   if (result.status !== 'assigned' || result.registrationId !== want) {
     throw new Error(`unexpected result for ${want}: ${JSON.stringify(result)}`);
   }
+  return result;
+}
+
+// Registers, connects to the assigned hub and sends one message; resolves (with the open hub
+// client, to close outside the measure) once the hub has acknowledged it.
+async function firstTelemetryOnce() {
+  const result = await registerOnce(() => new SymmetricKeySecurityClient(symId, symKey), symId);
+  const hub = Client.fromConnectionString(
+    `HostName=${result.assignedHub};DeviceId=${result.deviceId};SharedAccessKey=${symKey};` +
+      'GatewayHostName=localhost',
+    Mqtt,
+  );
+  await hub.open();
+  await hub.sendEvent(new Message('{"bench":1}'));
+  return hub;
 }
 
 function percentile(sorted, p) {
   return sorted[Math.round((sorted.length - 1) * p)];
 }
 
-async function measure(security, registrationId) {
+// Runs `once` WARM_UP times, then n times timed; `after` runs outside the measure.
+async function sample(once, after) {
   for (let i = 0; i < WARM_UP; i += 1) {
-    await registerOnce(security, registrationId);
+    await after(await once());
   }
   const samples = [];
   for (let i = 0; i < n; i += 1) {
     const started = process.hrtime.bigint();
-    await registerOnce(security, registrationId);
+    const value = await once();
     samples.push(Number(process.hrtime.bigint() - started) / 1e6);
+    await after(value);
   }
   samples.sort((a, b) => a - b);
   const round = (ms) => Math.round(ms * 1000) / 1000;
   return { p50_ms: round(percentile(samples, 0.5)), p99_ms: round(percentile(samples, 0.99)) };
 }
 
+async function measure(security, registrationId) {
+  return sample(() => registerOnce(security, registrationId), async () => {});
+}
+
 async function main() {
   const symmetric = await measure(() => new SymmetricKeySecurityClient(symId, symKey), symId);
   const x509 = await measure(() => new X509Security(x509Id, x509Cert), x509Id);
-  console.log(JSON.stringify({ n, symmetric_key: symmetric, x509 }));
+  const firstTelemetry = await sample(firstTelemetryOnce, (hub) => hub.close());
+  console.log(JSON.stringify({ n, symmetric_key: symmetric, x509, first_telemetry: firstTelemetry }));
   https.globalAgent.destroy();
 }
 

@@ -16,17 +16,9 @@ const { Http } = require('azure-iot-provisioning-device-http');
 const { Mqtt } = require('azure-iot-provisioning-device-mqtt');
 const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
 const { X509Security } = require('azure-iot-security-x509');
+const { env, withTimeout } = require('./common');
 
 const CASE_TIMEOUT_MS = 20000;
-
-function env(name) {
-  const value = process.env[name];
-  if (!value) {
-    console.error(`error: ${name} is not set (run this through scripts/node-sdk-test.sh)`);
-    process.exit(2);
-  }
-  return value;
-}
 
 const host = env('DPS_HOST');
 const idScope = env('DPS_ID_SCOPE');
@@ -111,14 +103,6 @@ function cases(t) {
       refused: true,
     },
   ];
-}
-
-function withTimeout(promise, ms) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms (hang)`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 async function runCase(t, c) {

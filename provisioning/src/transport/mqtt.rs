@@ -266,7 +266,7 @@ fn connection_failure(e: ConnectionError, username: &str, connecting: bool) -> F
 }
 
 /// An MQTT 3.1.1 packet type's name, for messages.
-fn packet_name(packet: &Packet) -> &'static str {
+pub(crate) fn packet_name(packet: &Packet) -> &'static str {
     match packet {
         Packet::Connect(..) => "CONNECT",
         Packet::ConnAck(_) => "CONNACK",

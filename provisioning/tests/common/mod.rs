@@ -166,3 +166,63 @@ impl Starts for EmulatorBuilder {
         self.start().await.unwrap()
     }
 }
+
+/// A hub client builder for the hub `registration` was assigned, reached at the emulator's
+/// hub address (the hub names do not resolve).
+pub fn hub(
+    emulator: &Emulator,
+    registration: &Registration,
+) -> provisioning::hub::HubClientBuilder {
+    provisioning::hub::HubClient::builder_for(registration)
+        .connect_to(emulator.hub_addr().unwrap().to_string())
+        .timeout(Duration::from_secs(20))
+}
+
+/// The device proves its provisioned credential at its hub: it connects, sends telemetry
+/// (which the emulator must have received, with its properties, from this device on this
+/// hub), reads its twin and reports a property (whose version must grow by one).
+pub async fn proves_on_hub(emulator: &Emulator, registration: &Registration) {
+    use provisioning::hub::Message;
+    let who = format!(
+        "{} on {}",
+        registration.device_id, registration.assigned_hub
+    );
+    let hub = hub(emulator, registration)
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("{who}: connect: {e:?}"));
+    let marker = format!("{:x}", rand_u64());
+    hub.send_telemetry(
+        Message::json(&serde_json::json!({ "marker": marker })).property("test", "proves_on_hub"),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{who}: telemetry: {e:?}"));
+    let received = emulator
+        .telemetry()
+        .into_iter()
+        .find(|m| String::from_utf8_lossy(&m.payload).contains(&marker))
+        .unwrap_or_else(|| panic!("{who}: the hub did not record the telemetry"));
+    assert_eq!(received.device_id, registration.device_id);
+    assert_eq!(received.hub, registration.assigned_hub);
+    assert_eq!(received.property("$.ct"), Some("application/json"));
+    assert_eq!(received.property("test"), Some("proves_on_hub"));
+    let twin = hub
+        .twin()
+        .await
+        .unwrap_or_else(|e| panic!("{who}: twin: {e:?}"));
+    let version = hub
+        .update_reported(&serde_json::json!({ "marker": marker }))
+        .await
+        .unwrap_or_else(|e| panic!("{who}: reported: {e:?}"));
+    assert_eq!(version, twin.reported_version + 1, "{who}");
+    let twin = hub.twin().await.unwrap();
+    assert_eq!(twin.reported["marker"], marker.as_str(), "{who}");
+    hub.disconnect().await;
+}
+
+/// A random number, for markers.
+pub fn rand_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).unwrap();
+    u64::from_le_bytes(bytes)
+}

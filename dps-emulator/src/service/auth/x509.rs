@@ -1,8 +1,6 @@
 //! X.509: the TLS client certificate, its CN the registration id, either the enrolled
 //! certificate (or thumbprint) or a chain that verifies to an enrollment group's CA.
 
-use std::time::SystemTime;
-
 use rustls_pki_types::CertificateDer;
 
 use super::{Authenticated, unauthorized};
@@ -10,6 +8,7 @@ use crate::enrollment::{
     Enrollment, EnrollmentGroup, GroupAttestation, IndividualAttestation, X509Match,
 };
 use crate::service::{AttestationKind, Reply, Request};
+use crate::x509::{chain_verifies, common_name, valid_now};
 
 pub(super) fn authenticate(
     request: &Request<'_>,
@@ -54,50 +53,4 @@ pub(super) fn authenticate(
         request,
         "no enrollment group CA verifies the chain",
     ))
-}
-
-/// The subject CN of a certificate, if it parses and has one.
-fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
-    use der::Decode as _;
-    let cert = x509_cert::Certificate::from_der(cert.as_ref()).ok()?;
-    cert.tbs_certificate()
-        .subject()
-        .common_name()
-        .ok()
-        .flatten()
-        .map(|cn| cn.value().into_owned())
-}
-
-fn valid_now(cert: &CertificateDer<'_>) -> bool {
-    use der::Decode as _;
-    let Ok(cert) = x509_cert::Certificate::from_der(cert.as_ref()) else {
-        return false;
-    };
-    let validity = cert.tbs_certificate().validity();
-    let now = SystemTime::now();
-    validity.not_before.to_system_time() <= now && now <= validity.not_after.to_system_time()
-}
-
-fn chain_verifies(
-    leaf: &CertificateDer<'_>,
-    intermediates: &[CertificateDer<'static>],
-    ca: &CertificateDer<'static>,
-) -> bool {
-    let Ok(anchor) = webpki::anchor_from_trusted_cert(ca) else {
-        return false;
-    };
-    let Ok(ee) = webpki::EndEntityCert::try_from(leaf) else {
-        return false;
-    };
-    let now = rustls_pki_types::UnixTime::now();
-    ee.verify_for_usage(
-        webpki::ALL_VERIFICATION_ALGS,
-        &[anchor],
-        intermediates,
-        now,
-        webpki::KeyUsage::client_auth(),
-        None,
-        None,
-    )
-    .is_ok()
 }
