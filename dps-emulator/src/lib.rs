@@ -339,6 +339,29 @@ impl Emulator {
         self.mqtt_addr
     }
 
+    /// The hubs the emulator assigns (its own list and every enrollment's), each once, in the
+    /// order first named: the hubs it plays at [`hub_addr`](Self::hub_addr).
+    pub fn iot_hubs(&self) -> Vec<String> {
+        let enrollments = self
+            .service
+            .enrollments
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut hubs: Vec<String> = Vec::new();
+        for hub in self
+            .service
+            .settings
+            .iot_hubs
+            .iter()
+            .chain(enrollments.hubs())
+        {
+            if !hubs.contains(hub) {
+                hubs.push(hub.clone());
+            }
+        }
+        hubs
+    }
+
     /// The global endpoint host to give a client: `localhost:{https port}`.
     pub fn global_endpoint(&self) -> String {
         format!("localhost:{}", self.https_addr.port())

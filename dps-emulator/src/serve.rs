@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use crate::{EmulatorBuilder, Error, default_ca_path};
 
 /// Starts the emulator, writes its CA certificate to `write_ca` (default
-/// [`default_ca_path`]), prints `dps-emulator ready` with its endpoints on stdout, and serves
-/// until Ctrl-C.
+/// [`default_ca_path`]), prints `dps-emulator ready` with its endpoints (and the hubs it
+/// plays) on stdout, and serves until Ctrl-C.
 ///
 /// # Errors
 /// [`Error::File`] when the CA path is unusable (checked before anything listens) or cannot be
@@ -37,6 +37,10 @@ pub async fn serve_until_ctrl_c(
     println!("  https          https://{}", emulator.https_addr());
     if let Some(mqtt) = emulator.mqtt_addr() {
         println!("  mqtt           mqtts://{mqtt}");
+        println!(
+            "  iot hubs       {} (at mqtts://{mqtt})",
+            emulator.iot_hubs().join(", ")
+        );
     }
     println!("  global host    {}", emulator.global_endpoint());
     println!("  CA certificate {}", ca_path.display());
