@@ -6,8 +6,6 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use data_encoding::HEXLOWER_PERMISSIVE;
 use hsm_core::{CertificateDer, SecretBytes, SecretString};
 use zeroize::Zeroizing;
@@ -237,19 +235,12 @@ pub(crate) fn write_secret(path: &Path, contents: &[u8]) -> Result<(), Error> {
 
 /// PEM text of DER bytes with a label (`CERTIFICATE`, `PUBLIC KEY`, ...).
 pub(crate) fn pem(label: &str, der: &[u8]) -> String {
-    let body = BASE64.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in body.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
+    hsm_core::pem::encode(label, der)
 }
 
 /// PEM text of a certificate chain, in order.
 pub(crate) fn chain_pem(chain: &[CertificateDer<'_>]) -> String {
-    chain.iter().map(|c| pem("CERTIFICATE", c)).collect()
+    hsm_core::pem::chain(chain)
 }
 
 /// Loads certificates (PEM or DER) from a file.

@@ -121,6 +121,15 @@ impl CertifiedKey {
         })
     }
 
+    /// `Ok(())` when `chain`'s leaf certifies `key`: the chain is not empty, its leaf parses,
+    /// and the leaf's public key is the handle's (the common name is not looked at).
+    ///
+    /// # Errors
+    /// [`Error::Certificate`] for an empty chain, a malformed leaf or a leaf for another key.
+    pub fn check_leaf(key: &dyn KeyHandle, chain: &[CertificateDer<'static>]) -> Result<(), Error> {
+        Leaf::parse(chain)?.check_key(key)
+    }
+
     /// The key handle.
     pub fn key(&self) -> &Arc<dyn KeyHandle> {
         &self.key

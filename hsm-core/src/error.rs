@@ -63,6 +63,34 @@ pub enum Error {
         source: DeviceError,
     },
 
+    /// A key label broke one of [`KeyLabel`](crate::KeyLabel)'s rules.
+    #[error("invalid key label: {reason}")]
+    InvalidKeyLabel {
+        /// What is wrong, naming the offending character and position where there is one.
+        reason: String,
+    },
+
+    /// A key store already holds a key under this label.
+    #[error("a key labelled {label} exists already")]
+    KeyExists {
+        /// The label.
+        label: String,
+    },
+
+    /// A key store holds no key under this label.
+    #[error("no key labelled {label}")]
+    NoSuchKey {
+        /// The label.
+        label: String,
+    },
+
+    /// A key store cannot generate keys of this algorithm.
+    #[error("this key store cannot generate {algorithm} keys")]
+    CannotGenerate {
+        /// The algorithm asked for.
+        algorithm: KeyAlgorithm,
+    },
+
     /// A device (HSM, token, TPM, key store) operation failed; `source` holds the device's cause.
     #[error("{operation} failed")]
     Device {

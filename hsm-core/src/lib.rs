@@ -8,6 +8,8 @@ mod certified_key;
 mod csr;
 mod error;
 mod key;
+pub mod key_store;
+pub mod pem;
 pub mod percent;
 #[cfg(feature = "rcgen")]
 mod rcgen_signer;
@@ -24,6 +26,7 @@ pub use certified_key::{CertificateProblem, CertifiedKey};
 pub use csr::csr_der;
 pub use error::{DeviceError, Error};
 pub use key::{KeyHandle, check_scheme};
+pub use key_store::{KeyLabel, KeyStore, StoredKey};
 #[cfg(feature = "rcgen")]
 pub use rcgen_signer::RcgenSigner;
 pub use registration_id::{

@@ -114,7 +114,7 @@ impl Pkcs11IdentityBuilder {
 }
 
 /// The key's certificate and its issuers, from the token.
-fn chain_from_token(
+pub(crate) fn chain_from_token(
     token: &Token,
     locator: &Locator,
 ) -> Result<Vec<CertificateDer<'static>>, Error> {

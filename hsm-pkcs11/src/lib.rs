@@ -11,6 +11,7 @@ mod module;
 mod objects;
 mod provision;
 mod public_key;
+mod store;
 mod token;
 mod uri;
 

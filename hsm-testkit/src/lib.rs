@@ -4,6 +4,7 @@
 #![allow(clippy::expect_used)]
 
 pub mod checks;
+pub mod key_store;
 pub mod pki;
 pub mod report;
 pub mod softhsm;

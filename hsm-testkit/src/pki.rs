@@ -105,6 +105,29 @@ impl TestCa {
         self.issue(params, algorithm)
     }
 
+    /// A client certificate for the key behind `key` (a handle: the CA signs the handle's
+    /// public key; nothing is signed by the handle). Returns the chain, leaf first.
+    ///
+    /// # Panics
+    /// If rcgen fails.
+    pub fn certify_handle(
+        &self,
+        key: &std::sync::Arc<dyn hsm_core::KeyHandle>,
+        common_name: &str,
+    ) -> Vec<CertificateDer<'static>> {
+        let public = hsm_core::RcgenSigner::new(key.clone()).expect("the handle as rcgen's key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("client params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let cert = params
+            .signed_by(&public, &self.issuer)
+            .expect("leaf certificate");
+        vec![cert.der().clone(), self.cert.clone()]
+    }
+
     fn issue(&self, params: CertificateParams, algorithm: &'static SignatureAlgorithm) -> Identity {
         let key = KeyPair::generate_for(algorithm).expect("leaf key");
         let cert = params

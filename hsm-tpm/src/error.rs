@@ -77,6 +77,29 @@ pub enum Error {
         handle: PersistentHandle,
     },
 
+    /// Every handle of a key store's range holds an object already.
+    #[error(
+        "no free persistent handle in {first:#010x}..={last:#010x} for a new key (evict keys no longer used, or give the store a wider range)"
+    )]
+    NoFreeHandle {
+        /// The range's first handle.
+        first: u32,
+        /// The range's last handle.
+        last: u32,
+    },
+
+    /// A file of the key store's index could not be read or written.
+    #[error("cannot {operation}: {path}")]
+    Io {
+        /// What was being done.
+        operation: &'static str,
+        /// The file or folder.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// The object at the handle cannot be used this way (not a signing key, a restricted key, an
     /// unsupported curve or key size).
     #[error("the object at {handle} is unsuitable: {reason}")]

@@ -7,6 +7,7 @@ mod identity;
 mod key;
 mod public;
 mod sequence;
+mod store;
 mod tcti;
 mod templates;
 mod tpm;
@@ -15,6 +16,7 @@ pub use error::{Error, TssError};
 pub use handle::PersistentHandle;
 pub use identity::{TpmHmacKey, TpmIdentity, TpmIdentityBuilder};
 pub use key::TpmKey;
+pub use store::{DEFAULT_KEY_HANDLES, TpmKeyStore};
 pub use tcti::{
     BusType, DEFAULT_DEVICE, DEFAULT_SIMULATOR_HOST, DEFAULT_SIMULATOR_PORT,
     DEFAULT_TABRMD_BUS_NAME, TCTI_ENV, Tcti, TctiError,

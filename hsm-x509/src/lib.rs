@@ -6,8 +6,10 @@ mod error;
 mod identity;
 mod key;
 mod pem;
+mod store;
 
 pub use certificate::load_certificates;
 pub use error::Error;
 pub use identity::{X509IdentityBuilder, from_files};
 pub use key::SoftwareKey;
+pub use store::KeyFolder;
