@@ -107,6 +107,7 @@ pub(crate) fn handle(
                 "device": record,
                 "twin": service.hub.twin(id),
                 "connected": service.hub.sessions.is_connected(id),
+                "lastCertificateSha256": service.hub.last_certificate(id),
             })
         }),
         (&Method::PATCH, ["devices", id]) => match serde_json::from_slice::<DeviceChange>(body) {

@@ -63,6 +63,10 @@ pub enum FaultTarget {
     Register,
     /// Only operation-status polls.
     Poll,
+    /// Only certificate requests to a hub (`$iothub/credentials`): `throttle` answers 429
+    /// with `retryAfter`, `status` that status, `drop` accepts (202) and never answers,
+    /// `malformed_body` answers 200 with a body that is not JSON. Never matched by `any`.
+    Certificate,
 }
 
 impl Fault {
@@ -114,18 +118,16 @@ impl Faults {
         self.lock().clear();
     }
 
-    /// Takes one use of the first fault matching this request.
-    pub(crate) fn take(&self, registration_id: &str, is_poll: bool) -> Option<Fault> {
+    /// Takes one use of the first fault matching this request (`request`: `Register`,
+    /// `Poll` or `Certificate`).
+    pub(crate) fn take(&self, registration_id: &str, request: FaultTarget) -> Option<Fault> {
         let mut faults = self.lock();
         let index = faults.iter().position(|f| {
             f.registration_id
                 .as_deref()
                 .is_none_or(|id| id == registration_id)
-                && match f.on {
-                    FaultTarget::Any => true,
-                    FaultTarget::Register => !is_poll,
-                    FaultTarget::Poll => is_poll,
-                }
+                && (f.on == request
+                    || f.on == FaultTarget::Any && request != FaultTarget::Certificate)
         })?;
         let fault = &mut faults[index];
         fault.count -= 1;
@@ -153,15 +155,29 @@ mod tests {
         let faults = Faults::default();
         faults.inject(Fault::new(FaultKind::Drop, 2).for_registration("a"));
         faults.inject(Fault::new(FaultKind::Status { status: 503 }, 1).on(FaultTarget::Poll));
-        assert_eq!(faults.take("b", false), None);
-        assert_eq!(faults.take("a", false).unwrap().kind, FaultKind::Drop);
-        assert_eq!(faults.take("a", false).unwrap().kind, FaultKind::Drop);
-        assert_eq!(faults.take("a", false), None);
+        assert_eq!(faults.take("b", FaultTarget::Register), None);
         assert_eq!(
-            faults.take("a", true).unwrap().kind,
+            faults.take("a", FaultTarget::Register).unwrap().kind,
+            FaultKind::Drop
+        );
+        assert_eq!(
+            faults.take("a", FaultTarget::Register).unwrap().kind,
+            FaultKind::Drop
+        );
+        assert_eq!(faults.take("a", FaultTarget::Register), None);
+        assert_eq!(
+            faults.take("a", FaultTarget::Poll).unwrap().kind,
             FaultKind::Status { status: 503 }
         );
-        assert_eq!(faults.take("a", true), None);
+        assert_eq!(faults.take("a", FaultTarget::Poll), None);
+        // `any` is for DPS requests; certificate requests only take their own faults.
+        faults.inject(Fault::new(FaultKind::Drop, 1));
+        assert_eq!(faults.take("a", FaultTarget::Certificate), None);
+        faults.inject(Fault::new(FaultKind::Drop, 1).on(FaultTarget::Certificate));
+        assert_eq!(
+            faults.take("a", FaultTarget::Certificate).unwrap().kind,
+            FaultKind::Drop
+        );
     }
 
     #[test]

@@ -73,7 +73,15 @@ pub(crate) async fn session(accepted: Accepted, service: Arc<Service>, limits: L
     let svc = service_fn(move |req| {
         let service = service.clone();
         let chain = chain.clone();
-        async move { handle(&service, &chain, peer, limits, req).await }
+        async move {
+            let mut response = handle(&service, &chain, peer, limits, req).await?;
+            // The service's time, its clock offset included: a device learns it from here.
+            let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(service.now());
+            if let Ok(date) = hyper::header::HeaderValue::from_str(&httpdate::fmt_http_date(now)) {
+                response.headers_mut().insert(hyper::header::DATE, date);
+            }
+            Ok::<_, DropConnection>(response)
+        }
     });
     let served = http1::Builder::new()
         .timer(TokioTimer::new())

@@ -5,6 +5,7 @@
 //! another hub ends the old one. The MQTT framing is in `crate::mqtt::hub`.
 
 mod auth;
+pub(crate) mod credentials;
 mod sessions;
 mod telemetry;
 mod twin;
@@ -118,6 +119,8 @@ pub(crate) struct Hub {
     telemetry: telemetry::Log,
     refusals: Mutex<VecDeque<HubRefusal>>,
     connections: AtomicU64,
+    /// The SHA-256 of the certificate each device last connected with.
+    certificates: Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Hub {
@@ -128,7 +131,25 @@ impl Hub {
             telemetry: telemetry::Log::new(limits),
             refusals: Mutex::new(VecDeque::new()),
             connections: AtomicU64::new(0),
+            certificates: Mutex::new(std::collections::HashMap::new()),
         }
+    }
+
+    /// Keeps the certificate a device connected with (its SHA-256, lowercase hex).
+    pub(crate) fn record_certificate(&self, device_id: &str, sha256: String) {
+        self.certificates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(device_id.to_owned(), sha256);
+    }
+
+    /// The certificate a device last connected with.
+    pub(crate) fn last_certificate(&self, device_id: &str) -> Option<String> {
+        self.certificates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(device_id)
+            .cloned()
     }
 
     /// Connections accepted so far (CONNACK 0).

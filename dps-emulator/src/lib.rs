@@ -75,6 +75,7 @@ impl Default for EmulatorBuilder {
                 assigning_polls: 0,
                 issued_certificate_validity: Duration::from_secs(30 * 86_400),
                 clock_offset: 0,
+                hub_certificate_management: true,
             },
             enrollments: Enrollments::default(),
             https: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -137,11 +138,20 @@ impl EmulatorBuilder {
     }
 
     /// Runs the emulator's clock `seconds` ahead of the system's (negative: behind) when it
-    /// checks SAS token expiry, DPS's and the hubs': as a device whose clock is behind (or
-    /// ahead) sees the service. Default 0.
+    /// checks SAS token expiry, DPS's and the hubs', and in the `Date` of its HTTPS answers:
+    /// as a device whose clock is behind (or ahead) sees the service. Default 0.
     #[must_use]
     pub fn clock_offset(mut self, seconds: i64) -> Self {
         self.settings.clock_offset = seconds;
+        self
+    }
+
+    /// Whether the hubs answer certificate requests (IoT Hub's certificate management,
+    /// preview; default on). Off, they answer `403` with error code `403010`, as a hub
+    /// without it does, and devices renew through DPS.
+    #[must_use]
+    pub fn hub_certificate_management(mut self, enabled: bool) -> Self {
+        self.settings.hub_certificate_management = enabled;
         self
     }
 
@@ -491,6 +501,12 @@ impl Emulator {
     /// [`Error::UnknownDevice`] when no registration made this device.
     pub fn move_device(&self, device_id: &str, hub: &str) -> Result<RegistrationRecord, Error> {
         self.service.move_device(device_id, hub)
+    }
+
+    /// The SHA-256 (lowercase hex) of the certificate this device last connected to its hub
+    /// with; `None` if it never connected with one.
+    pub fn last_certificate(&self, device_id: &str) -> Option<String> {
+        self.service.hub.last_certificate(device_id)
     }
 
     /// The device's twin as it reads it (`{"desired": {...}, "reported": {...}}`, each with its

@@ -59,6 +59,8 @@ pub(crate) struct Settings {
     /// Seconds the emulator's clock is ahead of the system's (negative: behind), for SAS
     /// expiry checks: tests of devices whose clock is wrong.
     pub(crate) clock_offset: i64,
+    /// Whether the hubs answer certificate requests (`$iothub/credentials`).
+    pub(crate) hub_certificate_management: bool,
 }
 
 /// Which request this is.
@@ -162,10 +164,16 @@ pub struct RegistrationRecord {
     /// the certificate its hub accepts, unless one was issued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_sha256: Option<String>,
-    /// The SHA-256 of the certificate issued from its CSR at the last registration, lowercase
-    /// hex: then the only certificate its hub accepts.
+    /// The SHA-256 of the certificate issued last (from the CSR of its last registration, or
+    /// by its hub's certificate management since), lowercase hex: then the certificate its
+    /// hub accepts, with `earlier_issued_sha256`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issued_certificate_sha256: Option<String>,
+    /// Certificates its hub issued before the last one since its last registration (at most
+    /// four, newest last): still accepted until they expire, as IoT Hub accepts every
+    /// certificate it issued for the device.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_issued_sha256: Vec<String>,
 }
 
 /// Whether a device may connect to its hub (IoT Hub's device `status`).
@@ -428,7 +436,14 @@ impl Service {
         let is_poll = matches!(request.kind, RequestKind::Operation(_));
         let is_connect = matches!(request.kind, RequestKind::Connect);
         let fault = (!is_connect)
-            .then(|| self.faults.take(&request.registration_id, is_poll))
+            .then(|| {
+                let target = if is_poll {
+                    crate::faults::FaultTarget::Poll
+                } else {
+                    crate::faults::FaultTarget::Register
+                };
+                self.faults.take(&request.registration_id, target)
+            })
             .flatten();
         if let Some(fault) = fault {
             tracing::info!(registration_id = %request.registration_id, fault = ?fault.kind, "injecting fault");

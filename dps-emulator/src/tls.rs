@@ -156,10 +156,14 @@ impl Ca {
         let params = &mut csr.params;
         end_entity(params, ExtendedKeyUsagePurpose::ClientAuth);
         params.subject_alt_names.clear();
-        let days = i64::try_from(valid_for.as_secs() / 86_400)
-            .unwrap_or(365)
+        // Valid from a little before now (a device clock slightly behind still accepts it),
+        // for exactly `valid_for` after now: seconds in tests, days in real use.
+        let now = OffsetDateTime::now_utc();
+        let seconds = i64::try_from(valid_for.as_secs())
+            .unwrap_or(i64::MAX / 2)
             .max(1);
-        validity(params, days);
+        params.not_before = now - time::Duration::seconds((seconds / 4).min(3600));
+        params.not_after = now + time::Duration::seconds(seconds);
         let cert = csr
             .signed_by(&self.issuer)
             .map_err(|_| CsrError::Malformed)?;

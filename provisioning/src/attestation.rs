@@ -63,12 +63,20 @@ pub(crate) trait Mechanism: fmt::Debug + Send + Sync {
         Box::pin(async { Err(unexpected_challenge()) })
     }
 
+    /// What identifies the device's attestation without revealing a secret, for the
+    /// assignment cache: the X.509 leaf's SHA-256, the TPM's EK, or for a symmetric key an
+    /// HMAC of a fixed label made by the driver (a key change shows, the key does not).
+    fn fingerprint(&self) -> BoxFuture<'_, Result<Vec<u8>, Error>>;
+
     /// After assignment: takes what DPS sent for the device (the TPM's hub key). By default
     /// nothing.
     fn assigned<'a>(&'a self, _state: &'a FinalState) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async { Ok(()) })
     }
 }
+
+/// What a symmetric key (or TPM identity) HMACs for the cache's identity fingerprint.
+pub(crate) const FINGERPRINT_LABEL: &[u8] = b"hsm-provisioning assignment cache identity v1";
 
 /// The device's part of the register request.
 #[derive(Debug)]

@@ -16,7 +16,7 @@ use crate::attestation::{self, Mechanism};
 use crate::client::{Config, platform_roots};
 use crate::endpoint::Endpoint;
 use crate::{
-    CSR_API_VERSION, DEFAULT_API_VERSION, DEFAULT_MQTT_PORT, DEFAULT_TIMEOUT, Error,
+    CSR_API_VERSION, Clock, DEFAULT_API_VERSION, DEFAULT_MQTT_PORT, DEFAULT_TIMEOUT, Error,
     ProvisioningClient, RetryPolicy, Transport,
 };
 
@@ -36,6 +36,7 @@ pub struct ProvisioningClientBuilder {
     retry: RetryPolicy,
     mqtt_port: u16,
     provider: Option<Arc<CryptoProvider>>,
+    clock: Clock,
 }
 
 impl ProvisioningClientBuilder {
@@ -54,6 +55,7 @@ impl ProvisioningClientBuilder {
             retry: RetryPolicy::default(),
             mqtt_port: DEFAULT_MQTT_PORT,
             provider: None,
+            clock: Clock::new(),
         }
     }
 
@@ -160,6 +162,15 @@ impl ProvisioningClientBuilder {
         self
     }
 
+    /// The clock SAS tokens are built with (default: a new [`Clock`], the system clock until
+    /// the service's `Date` says otherwise). Share one clock between clients of the same
+    /// device so that what one learns, the others use.
+    #[must_use]
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// Checks the configuration and builds the client. For X.509 it checks that the alias key
     /// matches the leaf certificate.
     ///
@@ -247,6 +258,7 @@ impl ProvisioningClientBuilder {
             hub_roots: roots,
             provider,
             identity,
+            clock: self.clock,
         }))
     }
 }

@@ -14,7 +14,10 @@ use tracing::Instrument as _;
 use crate::attestation::Mechanism;
 use crate::endpoint::Endpoint;
 use crate::run::Run;
-use crate::{Error, ProvisioningClientBuilder, Registration, RetryPolicy, Transport};
+use crate::{
+    Clock, Error, HubCredentials, HubSasSigner, ProvisioningClientBuilder, Registration,
+    RetryPolicy, Transport,
+};
 
 /// The stable DPS API version, the default.
 pub const DEFAULT_API_VERSION: &str = "2021-06-01";
@@ -37,7 +40,7 @@ pub struct ProvisioningClient {
 }
 
 /// Everything [`ProvisioningClientBuilder::build`] checked, shared by every registration.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Config {
     pub(crate) endpoint: Endpoint,
     pub(crate) mqtt_port: u16,
@@ -56,6 +59,60 @@ pub(crate) struct Config {
     pub(crate) provider: Arc<CryptoProvider>,
     /// The X.509 attestation's TLS identity.
     pub(crate) identity: Option<TlsIdentity>,
+    /// The time SAS tokens are built with.
+    pub(crate) clock: Clock,
+}
+
+impl Config {
+    /// The hub credentials for `device_id` on `hub`: the issued certificate with its key when
+    /// there is one, else the X.509 attestation's certificate, else a SAS signer over the
+    /// attestation's key (with this client's clock).
+    ///
+    /// # Errors
+    /// [`Error::Tls`] when rustls refuses the configuration; [`Error::MalformedResponse`]
+    /// when there is nothing to authenticate with.
+    pub(crate) fn hub_credentials(
+        &self,
+        hub: &str,
+        device_id: &str,
+        issued: Option<&TlsIdentity>,
+    ) -> Result<HubCredentials, Error> {
+        let tls_error = |e: rustls::Error| Error::Tls {
+            operation: "build the hub TLS configuration",
+            source: Box::new(e),
+        };
+        let with_identity = |identity: &TlsIdentity| {
+            identity
+                .client_config_with(
+                    self.provider.clone(),
+                    rustls::DEFAULT_VERSIONS,
+                    self.hub_roots.clone(),
+                )
+                .map(|c| HubCredentials::X509(Arc::new(c)))
+                .map_err(|e| Error::Tls {
+                    operation: "build the hub TLS configuration",
+                    source: Box::new(e),
+                })
+        };
+        if let Some(identity) = issued.or(self.identity.as_ref()) {
+            return with_identity(identity);
+        }
+        let Some(source) = self.attestation.sas_signer() else {
+            return Err(Error::MalformedResponse {
+                operation: "poll",
+                reason: "no credentials for the hub".into(),
+            });
+        };
+        let tls = ClientConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+            .map_err(tls_error)?
+            .with_root_certificates(self.hub_roots.clone())
+            .with_no_client_auth();
+        Ok(HubCredentials::Sas(
+            HubSasSigner::new(hub.to_owned(), device_id.to_owned(), source, Arc::new(tls))
+                .clock(self.clock.clone()),
+        ))
+    }
 }
 
 impl ProvisioningClient {
@@ -72,6 +129,40 @@ impl ProvisioningClient {
         Self {
             config: Arc::new(config),
         }
+    }
+
+    /// The clock SAS tokens are built with (shared with the hub credentials it returns).
+    pub fn clock(&self) -> &Clock {
+        &self.config.clock
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// This client, sending a CSR signed by `key` with each registration (as
+    /// [`certificate_request`](ProvisioningClientBuilder::certificate_request)), with API
+    /// version [`CSR_API_VERSION`] at least.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the registration id is too long for a common name.
+    pub fn with_certificate_request(&self, key: Arc<dyn KeyHandle>) -> Result<Self, Error> {
+        if self
+            .config
+            .attestation
+            .known_registration_id()
+            .is_some_and(|id| !id.fits_common_name())
+        {
+            return Err(Error::config(
+                "a CSR needs a registration id of at most 64 characters (its common name)",
+            ));
+        }
+        let mut config = Config::clone(&self.config);
+        config.csr_key = Some(key);
+        if config.api_version.as_str() < CSR_API_VERSION {
+            config.api_version = CSR_API_VERSION.to_owned();
+        }
+        Ok(Self::new(config))
     }
 
     /// The API version requests are sent with.

@@ -262,7 +262,8 @@ pub enum Error {
         after: Duration,
     },
 
-    /// The hub answered a request (a twin GET or PATCH) with an error status.
+    /// The hub answered a request (a twin GET or PATCH, a certificate request) with an
+    /// error status.
     #[error("the hub refused the {operation}")]
     HubRequest {
         /// The request.
@@ -270,6 +271,8 @@ pub enum Error {
         /// What the hub said (boxed: it is large, and rare).
         #[source]
         error: Box<ServiceError>,
+        /// How long the hub asked to wait before asking again (its body's `retryAfter`).
+        retry_after: Option<Duration>,
     },
 
     /// The hub's answer cannot be understood.
@@ -298,6 +301,41 @@ pub enum Error {
         /// Why the last attempt failed.
         #[source]
         cause: Arc<Error>,
+    },
+
+    /// The assignment cache cannot be used (unreadable, truncated, corrupt, another format)
+    /// or written. Reading it is never fatal: the device registers instead and logs this.
+    #[error("the assignment cache {} cannot be used: {reason}", path.display())]
+    Cache {
+        /// The cache file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The device's certificate cannot be renewed: it was not issued for a key in a key
+    /// store (a DICE device's keys follow its firmware and cannot rotate), or no key store
+    /// was given.
+    #[error("cannot renew the device certificate: {reason}")]
+    CannotRenew {
+        /// Why.
+        reason: String,
+    },
+
+    /// A certificate the service issued cannot be used: it does not certify the key it was
+    /// asked for, names another device, does not chain, or is not valid now.
+    #[error("the issued certificate cannot be used: {reason}")]
+    IssuedCertificate {
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A renewal stopped at a step on purpose (the crash-simulation hook of the tests); what
+    /// it left behind is what a crash at that step leaves.
+    #[error("the renewal was stopped after the step '{step}'")]
+    RenewalStopped {
+        /// The last step completed.
+        step: &'static str,
     },
 
     /// The hub client was disconnected.

@@ -34,11 +34,12 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-pub use wire::{Twin, fuzz_hub_response};
+pub use wire::{CERTIFICATE_API_VERSION, Twin, fuzz_hub_response};
 
 use crate::endpoint::Endpoint;
 use crate::{Error, HubCredentials, Registration};
-use session::{Command, Credential, Settings, TwinRequest};
+use hsm_core::CertificateDer;
+use session::{Answer, Command, Credential, HubRequest, Settings};
 
 /// The IoT Hub API version the client sends (the Azure device SDKs' current one).
 pub const DEFAULT_HUB_API_VERSION: &str = "2021-04-12";
@@ -61,6 +62,7 @@ pub struct HubClientBuilder {
     renewal_margin: Duration,
     timeout: Duration,
     attempts: u32,
+    certificate_timeout: Duration,
 }
 
 impl HubClientBuilder {
@@ -83,6 +85,7 @@ impl HubClientBuilder {
             renewal_margin: Duration::from_secs(900),
             timeout: Duration::from_secs(30),
             attempts: 3,
+            certificate_timeout: Duration::from_secs(120),
         }
     }
 
@@ -151,6 +154,14 @@ impl HubClientBuilder {
         self
     }
 
+    /// How long a [`issue_certificate`](HubClient::issue_certificate) request may take once
+    /// the hub accepted it (default 120 s).
+    #[must_use]
+    pub fn certificate_timeout(mut self, timeout: Duration) -> Self {
+        self.certificate_timeout = timeout;
+        self
+    }
+
     /// Connects (CONNACK received) and returns the client.
     ///
     /// # Errors
@@ -175,10 +186,7 @@ impl HubClientBuilder {
                 "the SAS token's renewal margin must be shorter than its lifetime",
             ));
         }
-        let (tls, credential) = match self.credentials {
-            HubCredentials::X509(config) => (config, Credential::Certificate),
-            HubCredentials::Sas(signer) => (signer.tls_config().clone(), Credential::Sas(signer)),
-        };
+        let (tls, credential) = split(self.credentials);
         let target = link::Target {
             username: wire::username(
                 &self.hub,
@@ -202,6 +210,7 @@ impl HubClientBuilder {
             renewal_margin: self.renewal_margin,
             timeout: self.timeout,
             attempts: self.attempts,
+            certificate_timeout: self.certificate_timeout,
         })
         .await?;
         tracing::info!(hub = %self.hub, device_id = %self.device_id, "connected to the hub");
@@ -280,7 +289,7 @@ impl HubClient {
     /// with a twin that cannot be read; the errors of
     /// [`send_telemetry`](Self::send_telemetry) otherwise.
     pub async fn twin(&self) -> Result<Twin, Error> {
-        let answer = self.twin_request(TwinRequest::Get).await?;
+        let answer = self.request(HubRequest::TwinGet).await?;
         Twin::parse(&answer.body).map_err(|reason| Error::Hub {
             operation: "twin GET",
             reason,
@@ -296,12 +305,62 @@ impl HubClient {
     pub async fn update_reported(&self, patch: &Value) -> Result<u64, Error> {
         let body = serde_json::to_vec(patch).map_err(|e| Error::config(e.to_string()))?;
         let answer = self
-            .twin_request(TwinRequest::PatchReported(Bytes::from(body)))
+            .request(HubRequest::PatchReported(Bytes::from(body)))
             .await?;
         answer.version.ok_or_else(|| Error::Hub {
             operation: "reported-properties PATCH",
             reason: "the answer has no $version".into(),
         })
+    }
+
+    /// Asks the hub for a certificate for a CSR (DER PKCS#10; its common name the device's
+    /// registration id, its key the one to certify): IoT Hub's certificate management
+    /// (preview), which needs a connection made with API version
+    /// [`CERTIFICATE_API_VERSION`] and a hub with an issuing policy. The request is published
+    /// on `$iothub/credentials/POST/issueCertificate/`; the hub answers `202 Accepted` and
+    /// then, on the same `$rid`, `200` with the chain. Returns the chain, leaf first, as sent
+    /// (the caller checks that it certifies the key: see
+    /// [`device`](crate::device), which does).
+    ///
+    /// # Errors
+    /// [`Error::HubRequest`] with the hub's status and error body (429 and 503 carry
+    /// `retry_after`); [`Error::Hub`] for an answer without a readable chain;
+    /// [`Error::HubTimeout`] when no answer came within the timeout (or, once accepted,
+    /// the [`certificate_timeout`](HubClientBuilder::certificate_timeout)); the connection
+    /// errors of [`send_telemetry`](Self::send_telemetry).
+    pub async fn issue_certificate(
+        &self,
+        csr_der: &[u8],
+    ) -> Result<Vec<CertificateDer<'static>>, Error> {
+        let body = wire::issue_certificate_body(&self.device_id, csr_der);
+        let answer = self
+            .request(HubRequest::IssueCertificate(Bytes::from(body)))
+            .await?;
+        wire::issued_chain(&answer.body).map_err(|reason| Error::Hub {
+            operation: "certificate request",
+            reason,
+        })
+    }
+
+    /// Connects with other credentials from now on (a renewed certificate with its new key),
+    /// on a new connection; telemetry not yet acknowledged is sent again on it. When the hub
+    /// refuses them, the client connects again with the credentials it had and returns the
+    /// refusal: it is never left without a working credential.
+    ///
+    /// # Errors
+    /// [`Error::HubRefused`] and the other connection errors of
+    /// [`HubClientBuilder::connect`], for the new credentials; [`Error::HubClosed`] after
+    /// [`disconnect`](Self::disconnect).
+    pub async fn replace_credentials(&self, credentials: HubCredentials) -> Result<(), Error> {
+        let (tls, credential) = split(credentials);
+        let (done, answer) = oneshot::channel();
+        self.command(Command::Replace {
+            tls,
+            credential,
+            done,
+        })
+        .await?;
+        answer.await.map_err(|_| Error::HubClosed)?
     }
 
     /// Disconnects (DISCONNECT, then the TLS session closes). Requests still waiting fail
@@ -313,18 +372,16 @@ impl HubClient {
         }
     }
 
-    async fn twin_request(&self, request: TwinRequest) -> Result<session::TwinAnswer, Error> {
-        let operation = match request {
-            TwinRequest::Get => "twin GET",
-            TwinRequest::PatchReported(_) => "reported-properties PATCH",
-        };
+    async fn request(&self, request: HubRequest) -> Result<Answer, Error> {
+        let operation = request.operation();
         let (done, answer) = oneshot::channel();
-        self.command(Command::Twin { request, done }).await?;
+        self.command(Command::Request { request, done }).await?;
         let answer = answer.await.map_err(|_| Error::HubClosed)??;
         if !(200..300).contains(&answer.status) {
             return Err(Error::HubRequest {
                 operation,
                 error: Box::new(wire::service_error(answer.status, &answer.body)),
+                retry_after: wire::retry_after(&answer.body),
             });
         }
         Ok(answer)
@@ -338,6 +395,14 @@ impl HubClient {
             .send(command)
             .await
             .map_err(|_| Error::HubClosed)
+    }
+}
+
+/// The TLS configuration and what each CONNECT presents for these credentials.
+fn split(credentials: HubCredentials) -> (Arc<rustls::ClientConfig>, Credential) {
+    match credentials {
+        HubCredentials::X509(config) => (config, Credential::Certificate),
+        HubCredentials::Sas(signer) => (signer.tls_config().clone(), Credential::Sas(signer)),
     }
 }
 

@@ -4,6 +4,8 @@
 mod attestation;
 mod builder;
 mod client;
+mod clock;
+pub mod device;
 mod endpoint;
 mod error;
 pub mod hub;
@@ -17,6 +19,7 @@ pub use builder::ProvisioningClientBuilder;
 pub use client::{
     CSR_API_VERSION, DEFAULT_API_VERSION, DEFAULT_MQTT_PORT, DEFAULT_TIMEOUT, ProvisioningClient,
 };
+pub use clock::{CLOCK_TOLERANCE, Clock};
 pub use error::{BoxError, Error, ServiceError};
 pub use registration::{HubCredentials, HubSasSigner, Registration};
 pub use retry::RetryPolicy;

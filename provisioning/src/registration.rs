@@ -9,7 +9,7 @@ use hsm_core::{
 use rustls::{ClientConfig, RootCertStore};
 use serde_json::Value;
 
-use crate::{Error, RegistrationStatus};
+use crate::{Clock, Error, RegistrationStatus};
 
 /// The result of a successful registration: where the device was assigned and how to reach
 /// its hub.
@@ -139,6 +139,7 @@ pub struct HubSasSigner {
     device_id: String,
     source: HmacSource,
     tls: Arc<ClientConfig>,
+    clock: Clock,
 }
 
 impl fmt::Debug for HubSasSigner {
@@ -147,6 +148,7 @@ impl fmt::Debug for HubSasSigner {
             .field("hub", &self.hub)
             .field("device_id", &self.device_id)
             .field("source", &self.source)
+            .field("clock_offset", &self.clock.offset())
             .finish_non_exhaustive()
     }
 }
@@ -163,7 +165,21 @@ impl HubSasSigner {
             device_id,
             source,
             tls,
+            clock: Clock::new(),
         }
+    }
+
+    /// Builds its tokens with this clock (default: the system clock). Registrations give the
+    /// signer their client's clock, which learned the service's time.
+    #[must_use]
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock its tokens are built with.
+    pub fn token_clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// A signer using a symmetric key's driver, for a device whose hub and device id are
@@ -213,13 +229,14 @@ impl HubSasSigner {
         format!("{}/devices/{}", self.hub, self.device_id)
     }
 
-    /// A token valid for `ttl`, signed in a blocking task.
+    /// A token valid for `ttl` from the [`clock`](Self::clock)'s now, signed in a blocking
+    /// task.
     ///
     /// # Errors
     /// [`Error::Driver`] when the driver fails or the token cannot be built.
     pub async fn token(&self, ttl: Duration) -> Result<SasToken, Error> {
         self.source
-            .token(SasTokenBuilder::new(self.resource()).expiry(Expiry::In(ttl)))
+            .token(SasTokenBuilder::new(self.resource()).expiry(self.clock.expiry(ttl)))
             .await
     }
 

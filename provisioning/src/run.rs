@@ -3,7 +3,6 @@
 //! It talks to DPS through a [`Connection`] and to the device through a
 //! [`Mechanism`](crate::attestation::Mechanism), whichever they are.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -15,10 +14,12 @@ use tokio::time::Instant;
 
 use crate::attestation::{self, unexpected_challenge};
 use crate::client::Config;
-use crate::registration::HmacSource;
 use crate::transport::{self, Connection, Failure, Request, RequestKind, Session};
 use crate::wire::{FinalState, RegisterBody, Reply, parse_reply};
-use crate::{Error, HubCredentials, HubSasSigner, Registration, RegistrationStatus};
+use crate::{Error, Registration, RegistrationStatus};
+
+/// How long the SAS tokens sent to DPS are valid.
+const SAS_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// The state of one `register` call.
 pub(crate) struct Run<'a> {
@@ -27,6 +28,8 @@ pub(crate) struct Run<'a> {
     requests: u32,
     /// The last retried failure, reported with a timeout.
     last: Option<Error>,
+    /// The service's `Date` moved the clock since the last token was signed.
+    clock_moved: bool,
 }
 
 impl<'a> Run<'a> {
@@ -36,6 +39,7 @@ impl<'a> Run<'a> {
             deadline: Instant::now() + config.timeout,
             requests: 0,
             last: None,
+            clock_moved: false,
         }
     }
 
@@ -91,34 +95,48 @@ impl<'a> Run<'a> {
         .map_err(|e| Error::config(format!("cannot encode the registration: {e}")))?;
         let body = Bytes::from(body);
         let hmac = mechanism.sas_signer();
-        let sas_builder = || SasTokenBuilder::for_registration(&config.id_scope, &registration_id);
+        let sas_builder = || {
+            SasTokenBuilder::for_registration(&config.id_scope, &registration_id)
+                .expiry(config.clock.expiry(SAS_LIFETIME))
+        };
         let mut authorization: Option<SasToken> = match &hmac {
             Some(source) if mechanism.token_on_first_request() => {
                 Some(source.token(sas_builder()).await?)
             }
             _ => None,
         };
-        let mut connection = transport::open(
-            config.transport,
-            Session {
-                endpoint: config.endpoint.clone(),
-                mqtt_port: config.mqtt_port,
-                tls: config.dps_tls.clone(),
-                id_scope: config.id_scope.clone(),
-                registration_id: registration_id.clone(),
-                api_version: config.api_version.clone(),
-            },
-        );
+        let mut connection = transport::open(config.transport, self.session(&registration_id));
         tracing::info!(registration_id = %registration_id, api_version = %config.api_version, "register");
         let mut challenged = false;
+        let mut clock_retried = false;
         let mut reply = loop {
             let request = Request {
                 kind: RequestKind::Register { body: &body },
                 authorization: authorization.as_ref().map(SasToken::expose),
             };
-            let reply = self
+            let reply = match self
                 .request(connection.as_mut(), &request, &registration_id, None)
-                .await?;
+                .await
+            {
+                // A token refused because the device's clock is wrong: once, with the time
+                // the service gave (its `Date`, or over MQTT a `GET /` over HTTPS).
+                Err(error @ Error::Unauthorized { .. }) => {
+                    let retry = !clock_retried
+                        && authorization.is_some()
+                        && self.clock_corrected(&registration_id).await;
+                    match &hmac {
+                        Some(source) if retry => {
+                            clock_retried = true;
+                            tracing::info!(registration_id = %registration_id, offset_seconds = config.clock.offset(), "token refused with a wrong device clock: signing again with the service's time");
+                            authorization = Some(source.token(sas_builder()).await?);
+                            connection.reset();
+                            continue;
+                        }
+                        _ => return Err(error),
+                    }
+                }
+                other => other?,
+            };
             let Reply::Challenge { authentication_key } = reply else {
                 break reply;
             };
@@ -160,7 +178,7 @@ impl<'a> Run<'a> {
                         )
                         .await?;
                 }
-                Reply::Done(state) => return self.finish(registration_id, *state, hmac).await,
+                Reply::Done(state) => return self.finish(registration_id, *state).await,
                 Reply::Challenge { .. } | Reply::Status(..) => return Err(unexpected_challenge()),
             }
         }
@@ -201,6 +219,11 @@ impl<'a> Run<'a> {
                 Ok(Err(Failure::Retry(e))) => (e, None),
                 Ok(Ok(raw)) => {
                     tracing::debug!(operation, status = raw.status, retry_after = ?raw.retry_after, "dps response");
+                    if let Some(date) = raw.date
+                        && self.config.clock.observe(date)
+                    {
+                        self.clock_moved = true;
+                    }
                     match parse_reply(&raw, operation_id, registration_id) {
                         Ok(Reply::Status(error, retry_after)) => match error.status {
                             401 => return Err(Error::Unauthorized { error }),
@@ -256,6 +279,38 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// What each connection of this registration is opened for.
+    fn session(&self, registration_id: &RegistrationId) -> Session {
+        let config = self.config;
+        Session {
+            endpoint: config.endpoint.clone(),
+            mqtt_port: config.mqtt_port,
+            tls: config.dps_tls.clone(),
+            id_scope: config.id_scope.clone(),
+            registration_id: registration_id.clone(),
+            api_version: config.api_version.clone(),
+        }
+    }
+
+    /// Whether the clock was corrected since the last token was signed: by a `Date` seen in
+    /// this run, or else by asking the service's time over HTTPS (MQTT carries none).
+    async fn clock_corrected(&mut self, registration_id: &RegistrationId) -> bool {
+        if std::mem::take(&mut self.clock_moved) {
+            return true;
+        }
+        if self.config.transport == transport::Transport::Https {
+            return false;
+        }
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let session = self.session(registration_id);
+        match transport::https::service_time(session, left.min(self.config.retry.request_timeout))
+            .await
+        {
+            Some(date) => self.config.clock.observe(date),
+            None => false,
+        }
+    }
+
     /// Sleeps, or fails at once if the wait would pass the deadline: with what DPS asked for
     /// when its `Retry-After` (`asked`) alone is longer than what is left, else with a timeout.
     async fn sleep(&mut self, wait: Duration, asked: Option<Duration>) -> Result<(), Error> {
@@ -282,7 +337,6 @@ impl<'a> Run<'a> {
         &mut self,
         registration_id: RegistrationId,
         state: FinalState,
-        hmac: Option<HmacSource>,
     ) -> Result<Registration, Error> {
         let config = self.config;
         if state.status != RegistrationStatus::Assigned {
@@ -307,46 +361,14 @@ impl<'a> Run<'a> {
             .clone()
             .ok_or_else(|| malformed("no deviceId"))?;
         config.attestation.assigned(&state).await?;
-        let tls_config = |identity: &TlsIdentity| {
-            identity
-                .client_config_with(
-                    config.provider.clone(),
-                    rustls::DEFAULT_VERSIONS,
-                    config.hub_roots.clone(),
-                )
-                .map(Arc::new)
-                .map_err(|e| Error::Tls {
-                    operation: "build the hub TLS configuration",
-                    source: Box::new(e),
-                })
+        let issued = match &config.csr_key {
+            Some(key) if !state.issued_certificate_chain.is_empty() => Some(
+                TlsIdentity::new(key.clone(), state.issued_certificate_chain.clone())
+                    .map_err(|_| malformed("the issued certificate is not for the CSR's key"))?,
+            ),
+            _ => None,
         };
-        let credentials = match (&config.csr_key, &config.identity, hmac) {
-            (Some(key), _, _) if !state.issued_certificate_chain.is_empty() => {
-                let identity =
-                    TlsIdentity::new(key.clone(), state.issued_certificate_chain.clone()).map_err(
-                        |_| malformed("the issued certificate is not for the CSR's key"),
-                    )?;
-                HubCredentials::X509(tls_config(&identity)?)
-            }
-            (_, Some(identity), _) => HubCredentials::X509(tls_config(identity)?),
-            (_, None, Some(source)) => {
-                let tls = rustls::ClientConfig::builder_with_provider(config.provider.clone())
-                    .with_protocol_versions(rustls::DEFAULT_VERSIONS)
-                    .map_err(|e| Error::Tls {
-                        operation: "build the hub TLS configuration",
-                        source: Box::new(e),
-                    })?
-                    .with_root_certificates(config.hub_roots.clone())
-                    .with_no_client_auth();
-                HubCredentials::Sas(HubSasSigner::new(
-                    hub.clone(),
-                    device_id.clone(),
-                    source,
-                    Arc::new(tls),
-                ))
-            }
-            (_, None, None) => return Err(malformed("no credentials for the hub")),
-        };
+        let credentials = config.hub_credentials(&hub, &device_id, issued.as_ref())?;
         if config.csr_key.is_some() && state.issued_certificate_chain.is_empty() {
             tracing::warn!(registration_id = %registration_id, "a CSR was sent but DPS issued no certificate");
         }

@@ -3,7 +3,7 @@
 //! transport (MQTT over WebSockets, AMQP, a proxy under any of them) is a new module and a new
 //! arm in [`open`], nothing else.
 
-mod https;
+pub(crate) mod https;
 pub(crate) mod mqtt;
 mod tls;
 
@@ -105,6 +105,8 @@ pub(crate) enum RequestKind<'a> {
     Register { body: &'a Bytes },
     /// The status of an operation.
     Poll { operation_id: &'a str },
+    /// Any answer, for its `Date` (HTTPS only): the service's time.
+    Time,
 }
 
 impl Request<'_> {
@@ -113,6 +115,7 @@ impl Request<'_> {
         match self.kind {
             RequestKind::Register { .. } => "register",
             RequestKind::Poll { .. } => "poll",
+            RequestKind::Time => "read the service's time",
         }
     }
 }

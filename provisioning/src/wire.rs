@@ -93,6 +93,8 @@ pub(crate) struct RawResponse {
     pub(crate) status: u16,
     /// `Retry-After` (HTTPS header, parsed) or `retry-after` (MQTT topic), unclamped.
     pub(crate) retry_after: Option<Duration>,
+    /// The service's time (HTTPS `Date`), when it said.
+    pub(crate) date: Option<std::time::SystemTime>,
     pub(crate) body: bytes::Bytes,
 }
 
@@ -456,6 +458,7 @@ pub fn fuzz_response(status: u16, body: &[u8], header_or_topic: &str) {
     let response = RawResponse {
         status,
         retry_after: parse_retry_after(header_or_topic),
+        date: httpdate::parse_http_date(header_or_topic).ok(),
         body: bytes::Bytes::copy_from_slice(body),
     };
     let _ = parse_reply(&response, None, &id);
@@ -478,6 +481,7 @@ mod tests {
             &RawResponse {
                 status,
                 retry_after: None,
+                date: None,
                 body: bytes::Bytes::copy_from_slice(body.as_bytes()),
             },
             op,

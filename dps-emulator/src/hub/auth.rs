@@ -50,6 +50,8 @@ pub(crate) struct Admitted {
     pub(crate) hub: String,
     /// When its SAS token expires (seconds since the epoch): the hub ends the connection then.
     pub(crate) expires: Option<u64>,
+    /// The API version of its user name.
+    pub(crate) api_version: Option<String>,
 }
 
 impl Service {
@@ -89,6 +91,8 @@ impl Service {
             (Some(token), _) => Some(sas(login, &identity, token, self.now())?),
             (None, Some(leaf)) => {
                 certificate(login, &identity, leaf, &chain[1..])?;
+                self.hub
+                    .record_certificate(&login.device_id, sha256_hex(leaf));
                 None
             }
             (None, None) => return Err(RefusalReason::NoCredential),
@@ -97,6 +101,7 @@ impl Service {
             device_id: login.device_id.clone(),
             hub: login.hub.clone(),
             expires,
+            api_version: login.api_version.clone(),
         })
     }
 }
@@ -137,8 +142,11 @@ fn certificate(
         &record.issued_certificate_sha256,
         &record.certificate_sha256,
     ) {
-        // Once a certificate was issued, it is the device's certificate.
-        (Some(issued), _) => *issued == thumbprint,
+        // Once a certificate was issued, it is the device's certificate (or one its hub
+        // issued since, until it expires).
+        (Some(issued), _) => {
+            *issued == thumbprint || record.earlier_issued_sha256.contains(&thumbprint)
+        }
         (None, Some(registered)) => {
             *registered == thumbprint
                 || identity.group_ca.as_ref().is_some_and(|ca| {

@@ -1,6 +1,7 @@
 //! IoT Hub over MQTT: the CONNECT checked as the hub checks it ([`crate::hub`]), then what a
 //! device does there: telemetry (QoS 1, acknowledged), twin GET and reported-properties PATCH
-//! (answered on `$iothub/twin/res/...` to subscribed devices), subscriptions, pings. The hub
+//! (answered on `$iothub/twin/res/...` to subscribed devices), certificate requests
+//! (answered on `$iothub/credentials/res/...`), subscriptions, pings. The hub
 //! ends the session when its SAS token expires, when a newer connection for the device
 //! arrives, when an admin call disables or moves the device, and, as IoT Hub does, when the
 //! device publishes to a topic that is not its own.
@@ -27,6 +28,9 @@ const MAX_MESSAGE: usize = 256 * 1024;
 
 /// The subscription twin responses go to.
 const TWIN_RESPONSES: &str = "$iothub/twin/res/#";
+
+/// The subscription certificate-request answers go to.
+const CREDENTIAL_RESPONSES: &str = "$iothub/credentials/res/#";
 
 /// Serves a hub connection from its CONNECT on.
 pub(super) async fn session<S: AsyncRead + AsyncWrite + Unpin>(
@@ -178,7 +182,10 @@ fn closed(device: &Admitted, reason: &'static str) -> SessionError {
 fn allowed(device_id: &str, filter: &str) -> bool {
     matches!(
         filter,
-        "$iothub/methods/POST/#" | TWIN_RESPONSES | "$iothub/twin/PATCH/properties/desired/#"
+        "$iothub/methods/POST/#"
+            | TWIN_RESPONSES
+            | CREDENTIAL_RESPONSES
+            | "$iothub/twin/PATCH/properties/desired/#"
     ) || filter
         .strip_prefix("devices/")
         .and_then(|rest| rest.strip_suffix("/messages/devicebound/#"))
@@ -196,6 +203,8 @@ enum Topic<'a> {
     TwinGet { rid: Option<String> },
     /// `$iothub/twin/PATCH/properties/reported/?$rid={rid}`.
     TwinPatch { rid: Option<String> },
+    /// `$iothub/credentials/POST/issueCertificate/?$rid={rid}`.
+    IssueCertificate { rid: Option<String> },
     /// `$iothub/methods/res/{status}/?$rid={rid}`: an answer to a direct method.
     MethodResponse,
     /// Anything else.
@@ -224,6 +233,7 @@ impl<'a> Topic<'a> {
         match path {
             "$iothub/twin/GET/" => Self::TwinGet { rid: rid() },
             "$iothub/twin/PATCH/properties/reported/" => Self::TwinPatch { rid: rid() },
+            "$iothub/credentials/POST/issueCertificate/" => Self::IssueCertificate { rid: rid() },
             p if p.starts_with("$iothub/methods/res/") => Self::MethodResponse,
             _ => Self::Unknown,
         }
@@ -279,6 +289,27 @@ fn published(
                 Err(e) => (400, error_body(400004, &e.to_string()), None),
             }
         })),
+        Topic::IssueCertificate { rid } => {
+            let Some(rid) = rid.filter(|_| {
+                hub.sessions
+                    .subscribed(&device.device_id, CREDENTIAL_RESPONSES)
+            }) else {
+                // IoT Hub answers nothing without a $rid or the subscription.
+                tracing::info!(device_id = %device.device_id, "certificate request without a $rid or before subscribing to {CREDENTIAL_RESPONSES}: not answered");
+                return Ok(Vec::new());
+            };
+            let rid = hsm_core::percent::encode(rid.as_bytes());
+            Ok(service
+                .issue_hub_certificate(device, &publish.payload)
+                .into_iter()
+                .map(|(status, body)| {
+                    (
+                        format!("$iothub/credentials/res/{status}/?$rid={rid}"),
+                        body,
+                    )
+                })
+                .collect())
+        }
         Topic::MethodResponse => Ok(Vec::new()),
         Topic::Unknown => Err(closed(device, "a topic IoT Hub does not have")),
     }

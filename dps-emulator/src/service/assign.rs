@@ -79,6 +79,13 @@ impl Service {
                 Some(_) => (choose_hub(hubs, policy, id), "deviceDataMigrated"),
                 None => (choose_hub(hubs, policy, id), "initialAssignment"),
             };
+            // A device its hub disabled stays disabled when it registers again to that hub;
+            // on another hub it is a new device identity, enabled.
+            let status = previous
+                .as_ref()
+                .filter(|p| p.assigned_hub == hub)
+                .map(|p| p.status)
+                .unwrap_or_default();
             let record = RegistrationRecord {
                 registration_id: id.to_owned(),
                 device_id: auth.device_id.clone(),
@@ -93,10 +100,10 @@ impl Service {
                 registrations: previous
                     .as_ref()
                     .map_or(1, |p| p.registrations.saturating_add(1)),
-                // A device its hub disabled stays disabled when it registers again.
-                status: previous.as_ref().map(|p| p.status).unwrap_or_default(),
+                status,
                 certificate_sha256,
                 issued_certificate_sha256,
+                earlier_issued_sha256: Vec::new(),
             };
             self.save(&mut state, record.clone());
             (record, substatus)

@@ -99,6 +99,29 @@ impl Service {
         Ok(record)
     }
 
+    /// Makes `leaf` the device's issued certificate (its hub issued it); the one before stays
+    /// accepted (the last four).
+    pub(crate) fn renew_issued_certificate(&self, device_id: &str, leaf: &CertificateDer<'_>) {
+        let mut state = self.lock();
+        let Some(mut record) = state
+            .devices
+            .get(device_id)
+            .and_then(|id| state.registrations.get(id))
+            .cloned()
+        else {
+            return;
+        };
+        if let Some(previous) = record
+            .issued_certificate_sha256
+            .replace(super::sha256_hex(leaf))
+        {
+            record.earlier_issued_sha256.push(previous);
+            let excess = record.earlier_issued_sha256.len().saturating_sub(4);
+            record.earlier_issued_sha256.drain(..excess);
+        }
+        self.save(&mut state, record);
+    }
+
     /// Keeps the hub key sent to a TPM device (or forgets it, with `None`).
     pub(super) fn keep_hub_key(&self, registration_id: &str, key: Option<Zeroizing<Vec<u8>>>) {
         let mut state = self.lock();

@@ -8,6 +8,7 @@ use tls_bridge::TlsIdentity;
 use super::Mechanism;
 use crate::Error;
 use crate::registration::HmacSource;
+use crate::transport::BoxFuture;
 
 /// Symmetric-key attestation through any driver (a key in memory, an HMAC key on a token).
 #[derive(Debug)]
@@ -36,5 +37,16 @@ impl Mechanism for SymmetricKey {
 
     fn token_on_first_request(&self) -> bool {
         true
+    }
+
+    fn fingerprint(&self) -> BoxFuture<'_, Result<Vec<u8>, Error>> {
+        let key = self.0.clone();
+        Box::pin(async move {
+            let mac = super::blocking("fingerprint the attestation", move || {
+                key.hmac_sha256(super::FINGERPRINT_LABEL)
+            })
+            .await?;
+            Ok(mac.to_vec())
+        })
     }
 }

@@ -61,6 +61,13 @@ impl Mechanism for Tpm {
         Some(HmacSource::Tpm(self.0.clone()))
     }
 
+    fn fingerprint(&self) -> BoxFuture<'_, Result<Vec<u8>, Error>> {
+        let tpm = self.0.clone();
+        Box::pin(super::blocking("read the endorsement key", move || {
+            tpm.endorsement_key()
+        }))
+    }
+
     fn token_on_first_request(&self) -> bool {
         false
     }

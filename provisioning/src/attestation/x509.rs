@@ -8,6 +8,7 @@ use tls_bridge::TlsIdentity;
 use super::Mechanism;
 use crate::Error;
 use crate::registration::HmacSource;
+use crate::transport::BoxFuture;
 
 /// X.509 attestation through any driver.
 #[derive(Debug)]
@@ -41,5 +42,10 @@ impl Mechanism for X509 {
 
     fn token_on_first_request(&self) -> bool {
         false
+    }
+
+    fn fingerprint(&self) -> BoxFuture<'_, Result<Vec<u8>, Error>> {
+        let leaf = self.0.certificate_chain().first().map(|c| c.to_vec());
+        Box::pin(async move { leaf.ok_or_else(|| Error::config("the X.509 chain is empty")) })
     }
 }

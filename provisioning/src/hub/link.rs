@@ -23,7 +23,7 @@ use crate::transport::{is_tls_failure, tls_failure};
 const MAX_INCOMING: usize = 256 * 1024;
 
 /// Where and how to connect.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct Target {
     /// The hub's name as assigned (`host` or `host:port`): the user name and SAS resource use
     /// it as it is.

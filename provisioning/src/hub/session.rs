@@ -1,10 +1,11 @@
 //! The hub connection's task: it owns the [`Link`], and every [`HubClient`](super::HubClient)
-//! call is a [`Command`] to it. It matches PUBACKs to telemetry by packet id and twin
-//! responses to requests by `$rid`, subscribes to twin responses before the first twin
-//! request (and again when the hub forgot the subscription), pings the hub when the line is
-//! idle, makes a new connection with a fresh SAS token before the old one expires, and, when
-//! the connection drops, connects again and sends what was not acknowledged. Every wait has a
-//! deadline.
+//! call is a [`Command`] to it. It matches PUBACKs to telemetry by packet id and the answers
+//! to twin and certificate requests by `$rid`, subscribes to a request kind's responses
+//! before its first request (and again when the hub forgot the subscription), pings the hub
+//! when the line is idle, makes a new connection with a fresh SAS token before the old one
+//! expires, and, when the connection drops, connects again and sends what was not
+//! acknowledged. It also changes the credential it connects with, going back to the old one
+//! when the hub refuses the new. Every wait has a deadline.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,41 +31,59 @@ pub(super) enum Command {
         payload: Bytes,
         done: oneshot::Sender<Result<(), Error>>,
     },
-    /// A twin request, answered on `$iothub/twin/res/...`.
-    Twin {
-        request: TwinRequest,
-        done: oneshot::Sender<Result<TwinAnswer, Error>>,
+    /// A request answered on a response topic, matched by `$rid`.
+    Request {
+        request: HubRequest,
+        done: oneshot::Sender<Result<Answer, Error>>,
+    },
+    /// Connect with another credential from now on; back to the old one if the hub refuses
+    /// it.
+    Replace {
+        tls: Arc<rustls::ClientConfig>,
+        credential: Credential,
+        done: oneshot::Sender<Result<(), Error>>,
     },
     /// Disconnect and end the task.
     Close { done: oneshot::Sender<()> },
 }
 
-/// A twin request.
+/// A request answered on a response topic.
 #[derive(Debug)]
-pub(super) enum TwinRequest {
-    Get,
+pub(super) enum HubRequest {
+    TwinGet,
     PatchReported(Bytes),
+    /// Certificate management (preview): `$iothub/credentials/POST/issueCertificate/`, answered
+    /// `202 Accepted` and then, on the same `$rid`, with the chain.
+    IssueCertificate(Bytes),
 }
 
-impl TwinRequest {
-    fn operation(&self) -> &'static str {
+impl HubRequest {
+    pub(super) fn operation(&self) -> &'static str {
         match self {
-            Self::Get => "twin GET",
+            Self::TwinGet => "twin GET",
             Self::PatchReported(_) => "reported-properties PATCH",
+            Self::IssueCertificate(_) => "certificate request",
+        }
+    }
+
+    fn channel(&self) -> wire::Channel {
+        match self {
+            Self::TwinGet | Self::PatchReported(_) => wire::Channel::Twin,
+            Self::IssueCertificate(_) => wire::Channel::Credentials,
         }
     }
 }
 
-/// The hub's answer to a twin request.
+/// The hub's (final) answer to a request.
 #[derive(Debug)]
-pub(super) struct TwinAnswer {
+pub(super) struct Answer {
     pub(super) status: u16,
     pub(super) version: Option<u64>,
     pub(super) body: Bytes,
 }
 
 /// How the device proves itself at each CONNECT.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) enum Credential {
     /// The TLS client certificate (already in the TLS configuration); no password.
     Certificate,
@@ -73,7 +92,7 @@ pub(super) enum Credential {
 }
 
 /// Everything the task needs, checked by the builder.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct Settings {
     pub(super) target: Target,
     pub(super) credential: Credential,
@@ -83,6 +102,8 @@ pub(super) struct Settings {
     pub(super) timeout: Duration,
     /// Connection attempts for each (re)connection, transient failures only.
     pub(super) attempts: u32,
+    /// How long a certificate request may take after the hub accepted it.
+    pub(super) certificate_timeout: Duration,
 }
 
 /// Starts the task once the first connection is up.
@@ -96,8 +117,8 @@ pub(super) async fn start(
         next_pkid: 0,
         next_rid: 0,
         telemetry: HashMap::new(),
-        twin: HashMap::new(),
-        subscription: Subscription::None,
+        requests: HashMap::new(),
+        subscriptions: HashMap::new(),
         last_sent: Instant::now(),
         ping_sent: None,
         connected_at: Instant::now(),
@@ -108,7 +129,7 @@ pub(super) async fn start(
     Ok((commands, tokio::spawn(task.run(receiver))))
 }
 
-/// The twin-response subscription.
+/// A response subscription.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Subscription {
     None,
@@ -122,15 +143,18 @@ struct InFlight {
     done: oneshot::Sender<Result<(), Error>>,
 }
 
-struct TwinInFlight {
+struct RequestInFlight {
+    channel: wire::Channel,
     topic: String,
     payload: Bytes,
     operation: &'static str,
     /// Sent on the current connection (else waiting for the subscription, or for a new
     /// connection).
     sent: bool,
+    /// The hub accepted it (`202`) and will answer later on the same `$rid`.
+    accepted: bool,
     deadline: Instant,
-    done: oneshot::Sender<Result<TwinAnswer, Error>>,
+    done: oneshot::Sender<Result<Answer, Error>>,
 }
 
 struct Task {
@@ -140,8 +164,9 @@ struct Task {
     next_pkid: u16,
     next_rid: u64,
     telemetry: HashMap<u16, InFlight>,
-    twin: HashMap<String, TwinInFlight>,
-    subscription: Subscription,
+    requests: HashMap<String, RequestInFlight>,
+    /// Each response channel's subscription; none is `Subscription::None`.
+    subscriptions: HashMap<wire::Channel, Subscription>,
     last_sent: Instant,
     ping_sent: Option<Instant>,
     /// When the current connection was made, and how many connections in a row dropped
@@ -224,7 +249,7 @@ impl Task {
             .telemetry
             .values()
             .map(|t| t.deadline)
-            .chain(self.twin.values().map(|t| t.deadline))
+            .chain(self.requests.values().map(|t| t.deadline))
             .chain(self.renew_at);
         for at in deadlines {
             wake = wake.min(at);
@@ -250,13 +275,18 @@ impl Task {
             }
         }
         let late: Vec<String> = self
-            .twin
+            .requests
             .iter()
             .filter(|(_, t)| t.deadline <= now)
             .map(|(rid, _)| rid.clone())
             .collect();
         for rid in late {
-            if let Some(t) = self.twin.remove(&rid) {
+            if let Some(t) = self.requests.remove(&rid) {
+                let after = if t.accepted {
+                    self.settings.certificate_timeout
+                } else {
+                    after
+                };
                 let _ = t.done.send(Err(Error::HubTimeout {
                     operation: t.operation,
                     after,
@@ -297,7 +327,7 @@ impl Task {
             let error = match self.connect_once().await {
                 Ok(link) => {
                     if !link.session_present {
-                        self.subscription = Subscription::None;
+                        self.subscriptions.clear();
                     }
                     self.link = Some(link);
                     self.last_sent = Instant::now();
@@ -323,7 +353,8 @@ impl Task {
     }
 
     /// What the last connection did not see through: telemetry again (a duplicate at worst:
-    /// QoS 1 is at least once), twin requests again (their answers are lost).
+    /// QoS 1 is at least once), requests again (their answers are lost; a certificate request
+    /// sent again replaces the first, as its body says).
     async fn resend(&mut self) -> Result<(), Error> {
         let resend: Vec<Publish> = self
             .telemetry
@@ -337,10 +368,11 @@ impl Task {
         for publish in resend {
             self.send(Packet::Publish(publish)).await?;
         }
-        for twin in self.twin.values_mut() {
-            twin.sent = false;
+        for request in self.requests.values_mut() {
+            request.sent = false;
+            request.accepted = false;
         }
-        self.send_twin_requests().await
+        self.send_requests().await
     }
 
     async fn connect_once(&mut self) -> Result<Link, Error> {
@@ -398,7 +430,7 @@ impl Task {
         for (_, t) in self.telemetry.drain() {
             let _ = t.done.send(Err(lost()));
         }
-        for (_, t) in self.twin.drain() {
+        for (_, t) in self.requests.drain() {
             let _ = t.done.send(Err(lost()));
         }
     }
@@ -429,28 +461,43 @@ impl Task {
                 );
                 self.write_or_drop(Packet::Publish(publish)).await;
             }
-            Command::Twin { request, done } => {
+            Command::Request { request, done } => {
                 self.next_rid += 1;
-                let rid = self.next_rid.to_string();
+                // Four digits at least: certificate requests want ids of 4 to 36 characters.
+                let rid = format!("{:04}", self.next_rid);
                 let operation = request.operation();
+                let channel = request.channel();
                 let (topic, payload) = match request {
-                    TwinRequest::Get => (wire::twin_get_topic(&rid), Bytes::from_static(b" ")),
-                    TwinRequest::PatchReported(body) => (wire::twin_patch_topic(&rid), body),
+                    HubRequest::TwinGet => (wire::twin_get_topic(&rid), Bytes::from_static(b" ")),
+                    HubRequest::PatchReported(body) => (wire::twin_patch_topic(&rid), body),
+                    HubRequest::IssueCertificate(body) => {
+                        (wire::issue_certificate_topic(&rid), body)
+                    }
                 };
-                self.twin.insert(
+                self.requests.insert(
                     rid,
-                    TwinInFlight {
+                    RequestInFlight {
+                        channel,
                         topic,
                         payload,
                         operation,
                         sent: false,
+                        accepted: false,
                         deadline,
                         done,
                     },
                 );
-                if let Err(e) = self.send_twin_requests().await {
+                if let Err(e) = self.send_requests().await {
                     self.dropped(e).await;
                 }
+            }
+            Command::Replace {
+                tls,
+                credential,
+                done,
+            } => {
+                let result = self.replace(tls, credential).await;
+                let _ = done.send(result);
             }
             Command::Close { done } => {
                 self.close().await;
@@ -459,29 +506,77 @@ impl Task {
         }
     }
 
-    /// Sends the twin requests not sent on this connection, once the hub has granted the
+    /// Connects with another credential. When the hub refuses it (or it cannot be used),
+    /// connects again with the one before and returns why.
+    async fn replace(
+        &mut self,
+        tls: Arc<rustls::ClientConfig>,
+        credential: Credential,
+    ) -> Result<(), Error> {
+        let old = self.settings.clone();
+        let mut new = Settings::clone(&old);
+        new.target.tls = tls;
+        new.credential = credential;
+        if let Some(link) = self.link.take() {
+            link.close().await;
+        }
+        self.settings = Arc::new(new);
+        match self.connect().await {
+            Ok(()) => {
+                tracing::info!(hub = %self.hub(), "connected with the new credential");
+                Ok(())
+            }
+            Err(refused) => {
+                tracing::warn!(hub = %self.hub(), error = %refused, "the new credential was not accepted: connecting with the old one");
+                self.settings = old;
+                if let Err(e) = self.connect().await {
+                    self.fail_all(e);
+                }
+                Err(refused)
+            }
+        }
+    }
+
+    /// Sends the requests not sent on this connection, each once the hub has granted its
     /// response subscription (subscribing first if need be).
-    async fn send_twin_requests(&mut self) -> Result<(), Error> {
-        if self.twin.is_empty() || self.link.is_none() {
+    async fn send_requests(&mut self) -> Result<(), Error> {
+        if self.requests.is_empty() || self.link.is_none() {
             return Ok(());
         }
-        match self.subscription {
-            Subscription::Granted => {}
-            Subscription::Requested(_) => return Ok(()),
-            Subscription::None => {
-                let Some(pkid) = self.next_pkid() else {
-                    return Ok(());
-                };
-                let mut subscribe = Subscribe::new(wire::TWIN_RESPONSES, QoS::AtMostOnce);
-                subscribe.pkid = pkid;
-                self.subscription = Subscription::Requested(pkid);
-                return self.send(Packet::Subscribe(subscribe)).await;
+        let mut channels: Vec<wire::Channel> = self
+            .requests
+            .values()
+            .filter(|r| !r.sent)
+            .map(|r| r.channel)
+            .collect();
+        channels.sort_unstable();
+        channels.dedup();
+        let mut ready = Vec::new();
+        for channel in channels {
+            match self
+                .subscriptions
+                .get(&channel)
+                .copied()
+                .unwrap_or(Subscription::None)
+            {
+                Subscription::Granted => ready.push(channel),
+                Subscription::Requested(_) => {}
+                Subscription::None => {
+                    let Some(pkid) = self.next_pkid() else {
+                        continue;
+                    };
+                    let mut subscribe = Subscribe::new(channel.filter(), QoS::AtMostOnce);
+                    subscribe.pkid = pkid;
+                    self.subscriptions
+                        .insert(channel, Subscription::Requested(pkid));
+                    self.send(Packet::Subscribe(subscribe)).await?;
+                }
             }
         }
         let unsent: Vec<Publish> = self
-            .twin
+            .requests
             .values_mut()
-            .filter(|t| !t.sent)
+            .filter(|t| !t.sent && ready.contains(&t.channel))
             .map(|t| {
                 t.sent = true;
                 Publish::new(t.topic.clone(), QoS::AtMostOnce, t.payload.to_vec())
@@ -500,22 +595,38 @@ impl Task {
                     let _ = t.done.send(Ok(()));
                 }
             }
-            Packet::SubAck(ack) if self.subscription == Subscription::Requested(ack.pkid) => {
+            Packet::SubAck(ack) => {
+                let Some(channel) = self
+                    .subscriptions
+                    .iter()
+                    .find(|(_, s)| **s == Subscription::Requested(ack.pkid))
+                    .map(|(c, _)| *c)
+                else {
+                    return;
+                };
                 if ack
                     .return_codes
                     .iter()
                     .any(|c| matches!(c, SubscribeReasonCode::Failure))
                 {
-                    self.subscription = Subscription::None;
-                    for (_, t) in self.twin.drain() {
-                        let _ = t.done.send(Err(Error::HubSubscription {
-                            filter: wire::TWIN_RESPONSES,
-                        }));
+                    self.subscriptions.remove(&channel);
+                    let refused: Vec<String> = self
+                        .requests
+                        .iter()
+                        .filter(|(_, r)| r.channel == channel)
+                        .map(|(rid, _)| rid.clone())
+                        .collect();
+                    for rid in refused {
+                        if let Some(t) = self.requests.remove(&rid) {
+                            let _ = t.done.send(Err(Error::HubSubscription {
+                                filter: channel.filter(),
+                            }));
+                        }
                     }
                     return;
                 }
-                self.subscription = Subscription::Granted;
-                if let Err(e) = self.send_twin_requests().await {
+                self.subscriptions.insert(channel, Subscription::Granted);
+                if let Err(e) = self.send_requests().await {
                     self.dropped(e).await;
                 }
             }
@@ -524,19 +635,31 @@ impl Task {
                     self.write_or_drop(Packet::PubAck(PubAck::new(publish.pkid)))
                         .await;
                 }
-                match wire::twin_response_topic(&publish.topic) {
-                    Some(answer) => match self.twin.remove(&answer.rid) {
-                        Some(t) => {
-                            let _ = t.done.send(Ok(TwinAnswer {
+                match wire::response_topic(&publish.topic) {
+                    Some(answer) => {
+                        let Some(request) = self.requests.get_mut(&answer.rid) else {
+                            tracing::debug!(rid = %answer.rid, "a response to no request");
+                            return;
+                        };
+                        if request.channel != answer.channel {
+                            tracing::debug!(rid = %answer.rid, "a response on another request kind's topic");
+                            return;
+                        }
+                        // Accepted: the answer follows on the same $rid.
+                        if answer.status == 202 && answer.channel == wire::Channel::Credentials {
+                            request.accepted = true;
+                            request.deadline = Instant::now() + self.settings.certificate_timeout;
+                            tracing::debug!(rid = %answer.rid, "certificate request accepted");
+                            return;
+                        }
+                        if let Some(t) = self.requests.remove(&answer.rid) {
+                            let _ = t.done.send(Ok(Answer {
                                 status: answer.status,
                                 version: answer.version,
                                 body: publish.payload,
                             }));
                         }
-                        None => {
-                            tracing::debug!(rid = %answer.rid, "a twin response to no request");
-                        }
-                    },
+                    }
                     None => {
                         tracing::debug!(topic = %hsm_core::untrusted::printable(&publish.topic), "message from the hub not handled");
                     }
@@ -574,7 +697,7 @@ impl Task {
         for (_, t) in self.telemetry.drain() {
             let _ = t.done.send(Err(Error::HubClosed));
         }
-        for (_, t) in self.twin.drain() {
+        for (_, t) in self.requests.drain() {
             let _ = t.done.send(Err(Error::HubClosed));
         }
     }
@@ -584,7 +707,10 @@ impl Task {
         for _ in 0..u16::MAX {
             self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
             let in_use = self.telemetry.contains_key(&self.next_pkid)
-                || self.subscription == Subscription::Requested(self.next_pkid);
+                || self
+                    .subscriptions
+                    .values()
+                    .any(|s| *s == Subscription::Requested(self.next_pkid));
             if !in_use {
                 return Some(self.next_pkid);
             }
@@ -599,7 +725,10 @@ fn refuse(command: Command, error: Error) {
         Command::Send { done, .. } => {
             let _ = done.send(Err(error));
         }
-        Command::Twin { done, .. } => {
+        Command::Request { done, .. } => {
+            let _ = done.send(Err(error));
+        }
+        Command::Replace { done, .. } => {
             let _ = done.send(Err(error));
         }
         Command::Close { done } => {

@@ -10,7 +10,7 @@ use http_body_util::{BodyExt as _, Empty, Full, Limited, combinators::BoxBody};
 use hyper::Method;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{
-    ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER, USER_AGENT,
+    ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, DATE, HOST, RETRY_AFTER, USER_AGENT,
 };
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
@@ -76,6 +76,28 @@ impl Connection for HttpsConnection {
     }
 }
 
+/// The service's time, from the `Date` of its answer to `GET /` on a new connection; `None`
+/// when it cannot be reached in `timeout` or sends no date.
+pub(crate) async fn service_time(
+    session: Session,
+    timeout: std::time::Duration,
+) -> Option<std::time::SystemTime> {
+    let mut connection = HttpsConnection::new(session);
+    let request = Request {
+        kind: RequestKind::Time,
+        authorization: None,
+    };
+    let answer = tokio::time::timeout(timeout, connection.exchange(&request)).await;
+    match answer {
+        Ok(Ok(raw)) => raw.date,
+        Ok(Err(e)) => {
+            tracing::debug!(error = ?e, "cannot read the service's time");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
 impl HttpsConnection {
     pub(crate) fn new(session: Session) -> Self {
         Self {
@@ -137,6 +159,7 @@ impl HttpsConnection {
                 ),
                 Some(body.clone()),
             ),
+            RequestKind::Time => (Method::GET, "/".to_owned(), None),
             RequestKind::Poll { operation_id } => (
                 Method::GET,
                 format!(
@@ -199,6 +222,11 @@ impl HttpsConnection {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
+        let date = response
+            .headers()
+            .get(DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok());
         let too_large = || {
             Failure::Fatal(Error::ResponseTooLarge {
                 operation,
@@ -242,6 +270,7 @@ impl HttpsConnection {
         Ok(RawResponse {
             status: status.as_u16(),
             retry_after,
+            date,
             body,
         })
     }

@@ -147,6 +147,11 @@ impl MqttConnection {
             RequestKind::Register { body } => {
                 (format!("{REGISTER_TOPIC}?$rid={rid}"), body.clone())
             }
+            RequestKind::Time => {
+                return Err(Failure::Fatal(Error::config(
+                    "the service's time is read over HTTPS",
+                )));
+            }
             RequestKind::Poll { operation_id } => (
                 format!(
                     "{STATUS_TOPIC}?$rid={rid}&operationId={}",
@@ -177,6 +182,7 @@ impl MqttConnection {
                     return Ok(RawResponse {
                         status: response.status,
                         retry_after: response.retry_after,
+                        date: None,
                         body: publish.payload,
                     });
                 }
