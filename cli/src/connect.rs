@@ -6,11 +6,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use provisioning::Registration;
-use provisioning::hub::{HubClient, Message, Twin};
+use provisioning::device::Device;
+use provisioning::hub::{HubClient, HubClientBuilder, Message, Twin};
 use serde_json::{Value, json};
 
 use crate::Error;
-use crate::register::{self, RegisterArgs};
+use crate::lifecycle::{self, LifeArgs};
+use crate::register::{self, Prepared, RegisterArgs};
 use crate::util;
 
 pub(crate) const CONNECT_ABOUT: &str = "\
@@ -20,7 +22,12 @@ the HSM), send one telemetry message and read the device twin.
 
 Takes every option of `register` (device, DPS, config file). The hub is reached by its name, on
 port 8883 unless the assignment carries one; --connect-to reaches it at another address (for
-private DNS, or the emulator: `--connect-to 127.0.0.1:PORT`).";
+private DNS, or the emulator: `--connect-to 127.0.0.1:PORT`).
+
+With --state-dir the assignment is cached there and used at the next start (DPS is asked only
+when there is no valid cache, or the hub refuses the cached credential: then the device
+registers again and goes to the hub DPS names). With --key-store the hub certificate is issued
+for a key generated in that store (renewed with `hsm-provision renew`).";
 
 /// `connect`'s arguments: `register`'s and the hub's.
 #[derive(Debug, Args)]
@@ -39,6 +46,9 @@ pub(crate) struct ConnectArgs {
     /// How long each hub step may take (connect, acknowledgement, twin) [default: 30s].
     #[arg(long, value_name = "DURATION", value_parser = util::parse_duration, help_heading = "Hub")]
     hub_timeout: Option<Duration>,
+
+    #[command(flatten)]
+    life: LifeArgs,
 }
 
 /// What the hub leg did.
@@ -54,9 +64,23 @@ pub(crate) fn run(args: &ConnectArgs) -> Result<(), Error> {
         Some(text) => Some(parse_message(text)?),
         None => None,
     };
-    let registered = register::register(&args.register)?;
+    let prepared = register::prepare(&args.register)?;
+    let (connect_to, timeout) = (args.connect_to.clone(), args.hub_timeout);
+    let hub_options = move |mut builder: HubClientBuilder| {
+        if let Some(address) = &connect_to {
+            builder = builder.connect_to(address);
+        }
+        if let Some(timeout) = timeout {
+            builder = builder.timeout(timeout);
+        }
+        builder
+    };
+    if let Some(device) = lifecycle::device(&args.life, &prepared, hub_options)? {
+        return run_device(args, &prepared, &device, message);
+    }
+    let registered = register::register_prepared(prepared)?;
     let registration = &registered.registration;
-    let message = message.unwrap_or_else(|| default_message(registration));
+    let message = message.unwrap_or_else(|| default_message(&registration.device_id));
     let status = &registered.status;
     status.show(&format!(
         "connecting to {} as '{}'",
@@ -88,6 +112,81 @@ pub(crate) fn run(args: &ConnectArgs) -> Result<(), Error> {
     Ok(())
 }
 
+/// `connect` with the lifecycle: the cache, reprovisioning, an issued key in a key store.
+fn run_device(
+    args: &ConnectArgs,
+    prepared: &Prepared,
+    device: &Device,
+    message: Option<Value>,
+) -> Result<(), Error> {
+    let connection = lifecycle::connect(prepared, device)?;
+    let assignment = connection.assignment().clone();
+    let message = message.unwrap_or_else(|| default_message(&assignment.device_id));
+    prepared.status.show(&format!(
+        "sending telemetry to {}",
+        hsm_core::untrusted::printable(&assignment.assigned_hub)
+    ));
+    let proved = prepared
+        .runtime
+        .block_on(use_hub(connection.hub().clone(), &message));
+    prepared.status.clear();
+    let proved = proved.map_err(|source| Error::Provisioning {
+        operation: "the hub leg failed",
+        source,
+    })?;
+    if args.register.json() {
+        println!(
+            "{}",
+            json!({
+                "registrationId": assignment.registration_id,
+                "assignedHub": assignment.assigned_hub,
+                "deviceId": assignment.device_id,
+                "via": lifecycle::via_json(connection.via()),
+                "registrations": connection.registrations(),
+                "hubCredentials": match assignment.credential {
+                    provisioning::device::CredentialKind::Issued => "issued",
+                    _ => "attestation",
+                },
+                "keyLabel": assignment.key.as_ref().map(|k| &k.label),
+                "telemetry": "acknowledged",
+                "telemetryBytes": proved.telemetry_bytes,
+                "twin": {
+                    "desiredVersion": proved.twin.desired_version,
+                    "reportedVersion": proved.twin.reported_version,
+                },
+            })
+        );
+    } else {
+        use hsm_core::untrusted::printable;
+        println!(
+            "connected: hub {}, device id {}",
+            printable(&assignment.assigned_hub),
+            printable(&assignment.device_id)
+        );
+        println!("  registration id   {}", assignment.registration_id);
+        println!(
+            "  through           {}",
+            lifecycle::via_text(connection.via())
+        );
+        match &assignment.key {
+            Some(key) => println!("  hub credentials   issued certificate, key {}", key.label),
+            None => println!("  hub credentials   the attestation's"),
+        }
+        println!(
+            "  telemetry         acknowledged ({} bytes)",
+            proved.telemetry_bytes
+        );
+        println!(
+            "  twin version      desired {}, reported {}",
+            proved.twin.desired_version, proved.twin.reported_version
+        );
+        if let Some(dir) = device.cache_path() {
+            println!("  cached in         {}", dir.display());
+        }
+    }
+    Ok(())
+}
+
 async fn prove(
     args: &ConnectArgs,
     registration: &Registration,
@@ -101,6 +200,11 @@ async fn prove(
         builder = builder.timeout(timeout);
     }
     let hub = builder.connect().await?;
+    use_hub(hub, message).await
+}
+
+/// Sends the message, reads the twin, disconnects.
+async fn use_hub(hub: HubClient, message: &Value) -> Result<Proved, provisioning::Error> {
     let message = Message::json(message);
     let telemetry_bytes = message.payload().len();
     let sent = hub.send_telemetry(message).await;
@@ -129,13 +233,13 @@ fn parse_message(text: &str) -> Result<Value, Error> {
 }
 
 /// The default telemetry: who sent it, with what, and when.
-fn default_message(registration: &Registration) -> Value {
+fn default_message(device_id: &str) -> Value {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     json!({
         "status": "connected",
-        "deviceId": registration.device_id,
+        "deviceId": device_id,
         "agent": concat!("hsm-provision/", env!("CARGO_PKG_VERSION")),
         "time": now,
     })

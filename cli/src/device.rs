@@ -226,6 +226,11 @@ impl DeviceArgs {
         })
     }
 
+    /// Whether the chosen attestation is a DICE device.
+    pub(crate) fn is_riot(&self) -> bool {
+        matches!(self.choice(), Ok(Choice::Riot(_)))
+    }
+
     /// Whether the chosen attestation is a TPM.
     pub(crate) fn is_tpm(&self) -> bool {
         matches!(self.choice(), Ok(Choice::Tpm(_)))

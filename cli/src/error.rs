@@ -77,6 +77,13 @@ pub(crate) enum Error {
         path: PathBuf,
     },
 
+    /// `status` found no cached assignment.
+    #[error("no cached assignment in {} (run `connect --state-dir` first)", dir.display())]
+    NoAssignment {
+        /// The state folder.
+        dir: PathBuf,
+    },
+
     /// The tokio runtime could not be started.
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -173,7 +180,10 @@ impl Error {
     pub(crate) fn exit(&self) -> Exit {
         match self {
             Self::Usage(_) | Self::Read { .. } | Self::Config { .. } => Exit::Usage,
-            Self::Write { .. } | Self::Runtime(_) | Self::NotIssued { .. } => Exit::Failed,
+            Self::Write { .. }
+            | Self::Runtime(_)
+            | Self::NotIssued { .. }
+            | Self::NoAssignment { .. } => Exit::Failed,
             Self::Provisioning { source, .. } => provisioning_exit(source),
             Self::Emulator { source, .. } => match source {
                 dps_emulator::Error::File { .. }
@@ -276,12 +286,18 @@ fn provisioning_exit(error: &provisioning::Error) -> Exit {
         return Exit::Failed;
     }
     match error {
-        E::Config { .. } | E::UnsupportedOverMqtt { .. } | E::MessageTooLarge { .. } => Exit::Usage,
+        E::Config { .. }
+        | E::UnsupportedOverMqtt { .. }
+        | E::MessageTooLarge { .. }
+        | E::CannotRenew { .. }
+        | E::Cache { .. } => Exit::Usage,
         E::Unauthorized { .. }
         | E::Rejected { .. }
         | E::Failed { .. }
         | E::HubRequest { .. }
-        | E::HubSubscription { .. } => Exit::Failed,
+        | E::HubSubscription { .. }
+        | E::IssuedCertificate { .. }
+        | E::RenewalStopped { .. } => Exit::Failed,
         E::Driver { .. } | E::Csr { .. } => Exit::Device,
         E::Throttled { .. }
         | E::Transient { .. }

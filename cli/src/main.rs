@@ -6,6 +6,7 @@ mod connect;
 mod device;
 mod emulator;
 mod error;
+mod lifecycle;
 mod pkcs11;
 mod register;
 mod riot;
@@ -56,6 +57,12 @@ enum Command {
     /// Register, then connect to the assigned IoT Hub: send telemetry, read the twin.
     #[command(long_about = connect::CONNECT_ABOUT, after_help = EXIT_CODES)]
     Connect(Box<connect::ConnectArgs>),
+    /// Renew the issued certificate now, with a new key in the key store.
+    #[command(long_about = lifecycle::RENEW_ABOUT, after_help = EXIT_CODES)]
+    Renew(Box<lifecycle::RenewArgs>),
+    /// Show the cached assignment, the certificate's expiry and the next renewal.
+    #[command(long_about = lifecycle::STATUS_ABOUT, after_help = EXIT_CODES)]
+    Status(lifecycle::StatusArgs),
     /// Run the local DPS emulator from a TOML file of enrollments.
     #[command(long_about = emulator::EMULATOR_ABOUT, after_help = EXIT_CODES)]
     Emulator(emulator::EmulatorArgs),
@@ -88,6 +95,8 @@ fn main() -> ExitCode {
     let result = std::panic::catch_unwind(|| match &cli.command {
         Command::Register(args) => register::run(args),
         Command::Connect(args) => connect::run(args),
+        Command::Renew(args) => lifecycle::renew(args),
+        Command::Status(args) => lifecycle::status(args),
         Command::Emulator(args) => emulator::run(args),
         Command::Riot(command) => riot::run(command),
         Command::Pkcs11(command) => pkcs11::run(command),

@@ -137,6 +137,7 @@ struct Settings {
     retries: Option<u32>,
     issued_cert_out: Option<PathBuf>,
     device: DeviceArgs,
+    life: crate::lifecycle::LifeConfig,
 }
 
 impl Settings {
@@ -226,6 +227,10 @@ impl Settings {
                 Some(f.path(f.provisioning.issued_cert_out.as_deref()?))
             }),
             device,
+            life: file
+                .as_ref()
+                .map(crate::lifecycle::LifeConfig::from_file)
+                .unwrap_or_default(),
         })
     }
 }
@@ -273,9 +278,70 @@ impl RegisterArgs {
     }
 }
 
+/// A client ready to register, with what the commands need around it.
+pub(crate) struct Prepared {
+    pub(crate) client: ProvisioningClient,
+    pub(crate) runtime: tokio::runtime::Runtime,
+    pub(crate) status: Status,
+    /// `'{id}' at {endpoint} over {transport}`, for the status line.
+    pub(crate) what: String,
+    pub(crate) issued_cert_out: Option<PathBuf>,
+    /// Whether a CSR was asked for.
+    pub(crate) csr: bool,
+    /// Whether the device is a DICE one (its keys cannot rotate).
+    pub(crate) dice: bool,
+    /// The config file's lifecycle settings (`state_dir`, `key_store`, `key_label`), paths
+    /// resolved against its folder.
+    pub(crate) life: crate::lifecycle::LifeConfig,
+    /// PKCS#11 module and PIN options, for a `pkcs11:` key store.
+    pub(crate) pkcs11: crate::device::pkcs11::Pkcs11Options,
+    /// The TPM's TCTI, for a `tpm` key store.
+    pub(crate) tcti: Option<String>,
+}
+
 /// Registers the device as `register` does (status line, `-v` logging, issued chain written),
 /// without printing the result.
 pub(crate) fn register(args: &RegisterArgs) -> Result<Registered, Error> {
+    register_prepared(prepare(args)?)
+}
+
+/// Registers a prepared client (see [`register`]).
+pub(crate) fn register_prepared(prepared: Prepared) -> Result<Registered, Error> {
+    let Prepared {
+        client,
+        runtime,
+        status,
+        what,
+        issued_cert_out,
+        ..
+    } = prepared;
+    status.show(&what);
+    let result = runtime.block_on(client.register());
+    status.clear();
+    let registration = result.map_err(|source| Error::Provisioning {
+        operation: "registration failed",
+        source,
+    })?;
+    if let Some(path) = &issued_cert_out {
+        if registration.issued_certificate_chain.is_empty() {
+            return Err(Error::NotIssued { path: path.clone() });
+        }
+        util::write(
+            path,
+            util::chain_pem(&registration.issued_certificate_chain).as_bytes(),
+        )?;
+    }
+    Ok(Registered {
+        registration,
+        runtime,
+        status,
+        issued_cert_out,
+    })
+}
+
+/// Resolves the settings, opens the device, builds the client and the runtime, sets up the
+/// status line and `-v` logging: everything before the first request.
+pub(crate) fn prepare(args: &RegisterArgs) -> Result<Prepared, Error> {
     let settings = Settings::resolve(args)?;
     if settings.issued_cert_out.is_some() && !settings.csr {
         return Err(Error::usage(
@@ -346,6 +412,7 @@ pub(crate) fn register(args: &RegisterArgs) -> Result<Registered, Error> {
         builder = builder.certificate_request(key);
     }
     let registration_id = device.registration_id();
+    let dice = settings.device.is_riot();
     builder = match device {
         Device::X509(a) => builder.x509(a),
         Device::SymmetricKey(a) => builder.symmetric_key(a),
@@ -360,34 +427,25 @@ pub(crate) fn register(args: &RegisterArgs) -> Result<Registered, Error> {
         .enable_all()
         .build()
         .map_err(Error::Runtime)?;
-    status.show(&format!(
+    let what = format!(
         "'{registration_id}' at {} over {}",
         settings.global_endpoint,
         match settings.transport {
             Transport::Mqtt => "MQTT",
             _ => "HTTPS",
         }
-    ));
-    let result = runtime.block_on(client.register());
-    status.clear();
-    let registration = result.map_err(|source| Error::Provisioning {
-        operation: "registration failed",
-        source,
-    })?;
-    if let Some(path) = &settings.issued_cert_out {
-        if registration.issued_certificate_chain.is_empty() {
-            return Err(Error::NotIssued { path: path.clone() });
-        }
-        util::write(
-            path,
-            util::chain_pem(&registration.issued_certificate_chain).as_bytes(),
-        )?;
-    }
-    Ok(Registered {
-        registration,
+    );
+    Ok(Prepared {
+        client,
         runtime,
         status,
+        what,
         issued_cert_out: settings.issued_cert_out,
+        csr: settings.csr,
+        dice,
+        life: settings.life,
+        pkcs11: settings.device.pkcs11.options.clone(),
+        tcti: settings.device.tpm.tcti.clone(),
     })
 }
 

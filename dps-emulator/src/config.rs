@@ -28,6 +28,12 @@ pub struct Config {
     retry_after: Option<u32>,
     #[serde(default)]
     assigning_polls: Option<u32>,
+    /// Seconds certificates issued from CSRs are valid.
+    #[serde(default)]
+    issued_certificate_seconds: Option<u64>,
+    /// Whether the hubs answer certificate requests.
+    #[serde(default)]
+    hub_certificate_management: Option<bool>,
     #[serde(default)]
     state_file: Option<PathBuf>,
     #[serde(default)]
@@ -275,6 +281,12 @@ impl Config {
         }
         if let Some(p) = self.assigning_polls {
             b = b.assigning_polls(p);
+        }
+        if let Some(seconds) = self.issued_certificate_seconds {
+            b = b.issued_certificate_validity(std::time::Duration::from_secs(seconds.max(1)));
+        }
+        if let Some(enabled) = self.hub_certificate_management {
+            b = b.hub_certificate_management(enabled);
         }
         if let Some(f) = &self.state_file {
             b = b.state_file(self.base.join(f));

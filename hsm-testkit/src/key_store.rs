@@ -1,6 +1,7 @@
 //! The key-store conformance checks: what every [`KeyStore`] (hsm-core's key-generation
-//! contract) must do, run against the real backend. [`key_store_conformance_tests!`]
-//! (crate::key_store_conformance_tests) turns each into a `#[test]`.
+//! contract) must do, run against the real backend.
+//! [`key_store_conformance_tests!`](crate::key_store_conformance_tests) turns each into a
+//! `#[test]`.
 
 use std::fmt;
 use std::sync::Arc;

@@ -26,7 +26,7 @@
 //!   jitter ([`ReprovisionPolicy`]). A device DPS itself refuses stops with DPS's typed error
 //!   after one registration; the last good cache is only replaced by a successful one.
 //! - **Renewal** ([`Device::renew`], [`Device::keep_renewed`]): for a certificate issued for
-//!   a key in a [`KeyStore`](hsm_core::KeyStore) (see
+//!   a key in a [`KeyStore`] (see
 //!   [`issue_certificates`](DeviceBuilder::issue_certificates)), a new key is generated in the
 //!   same store, a CSR signed by it is sent to the hub's certificate management API (DPS
 //!   re-registration when the hub has none), the chain checked and stored with the new key,
@@ -57,6 +57,21 @@ use cache::CacheFile;
 
 /// The cache file's name in the state folder.
 pub const CACHE_FILE: &str = "assignment.json";
+
+/// Reads the cached assignment in `state_dir` (as [`Device::cached`] does), without a
+/// device: for tools that show it.
+///
+/// # Errors
+/// [`Error::Cache`] when it cannot be read or is invalid.
+pub fn load_cache(state_dir: &std::path::Path) -> Result<Option<CachedAssignment>, Error> {
+    CacheFile::new(state_dir.join(CACHE_FILE)).load()
+}
+
+/// Reads a cache file's bytes as [`load_cache`] does, for the fuzz target. Never panics.
+#[doc(hidden)]
+pub fn fuzz_cache(bytes: &[u8]) {
+    let _ = cache::parse(bytes);
+}
 
 /// When a [`Device`] uses its cached assignment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -539,7 +554,7 @@ impl Device {
             config.hub_credentials(&cached.assigned_hub, &cached.device_id, identity.as_ref())?;
         let sas = matches!(credentials, HubCredentials::Sas(_));
         let builder = || {
-            (self.inner.hub)(HubClient::builder(
+            self.hub_builder(HubClient::builder(
                 cached.assigned_hub.clone(),
                 cached.device_id.clone(),
                 credentials.clone(),
@@ -555,6 +570,17 @@ impl Device {
             }
             other => other,
         }
+    }
+
+    /// A hub connection's builder: with the certificate-management API version when
+    /// certificates are issued (renewals go through it), then the caller's options.
+    fn hub_builder(&self, builder: HubClientBuilder) -> HubClientBuilder {
+        let builder = if self.inner.keys.is_some() {
+            builder.api_version(crate::hub::CERTIFICATE_API_VERSION)
+        } else {
+            builder
+        };
+        (self.inner.hub)(builder)
     }
 
     /// Asks DPS's HTTPS endpoint for the time; whether the clock moved.
@@ -628,7 +654,8 @@ impl Device {
             assignment.retired = std::mem::take(&mut retired);
             label = assignment.key.as_ref().map(|k| k.label.clone());
             self.save(&assignment);
-            let connected = (inner.hub)(HubClient::builder_for(&registration))
+            let connected = self
+                .hub_builder(HubClient::builder_for(&registration))
                 .connect()
                 .await;
             match connected {

@@ -81,11 +81,17 @@ impl Service {
             };
             // A device its hub disabled stays disabled when it registers again to that hub;
             // on another hub it is a new device identity, enabled.
-            let status = previous
-                .as_ref()
-                .filter(|p| p.assigned_hub == hub)
-                .map(|p| p.status)
-                .unwrap_or_default();
+            let same_hub = previous.as_ref().filter(|p| p.assigned_hub == hub);
+            let status = same_hub.map(|p| p.status).unwrap_or_default();
+            // A new certificate for a device that had one on the same hub: the earlier ones
+            // stay valid until they expire (the hub accepts every certificate issued for it).
+            let mut earlier_issued_sha256 = Vec::new();
+            if let (Some(p), Some(_)) = (same_hub, &issued_certificate_sha256) {
+                earlier_issued_sha256.clone_from(&p.earlier_issued_sha256);
+                earlier_issued_sha256.extend(p.issued_certificate_sha256.clone());
+                let excess = earlier_issued_sha256.len().saturating_sub(4);
+                earlier_issued_sha256.drain(..excess);
+            }
             let record = RegistrationRecord {
                 registration_id: id.to_owned(),
                 device_id: auth.device_id.clone(),
@@ -103,7 +109,7 @@ impl Service {
                 status,
                 certificate_sha256,
                 issued_certificate_sha256,
-                earlier_issued_sha256: Vec::new(),
+                earlier_issued_sha256,
             };
             self.save(&mut state, record.clone());
             (record, substatus)

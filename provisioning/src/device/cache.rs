@@ -177,6 +177,18 @@ impl CachedAssignment {
     }
 }
 
+/// Parses and checks a cache file's contents; `Err` says why it is not a valid cache.
+pub(crate) fn parse(bytes: &[u8]) -> Result<CachedAssignment, String> {
+    // serde's message names the field and position, never a value worth hiding: the cache
+    // holds no secret.
+    let cached: CachedAssignment =
+        serde_json::from_slice(bytes).map_err(|e| format!("it is not a valid cache ({e})"))?;
+    cached
+        .check()
+        .map_err(|reason| format!("it is not a valid cache: {reason}"))?;
+    Ok(cached)
+}
+
 /// The cache file.
 #[derive(Clone, Debug)]
 pub(crate) struct CacheFile {
@@ -214,15 +226,7 @@ impl CacheFile {
         if bytes.len() as u64 > MAX_FILE {
             return Err(failed(format!("it is larger than {} KiB", MAX_FILE / 1024)));
         }
-        let cached: CachedAssignment = serde_json::from_slice(&bytes).map_err(|e| {
-            // serde's message names the field and position, never a value worth hiding: the
-            // cache holds no secret.
-            failed(format!("it is not a valid cache ({e})"))
-        })?;
-        cached
-            .check()
-            .map_err(|reason| failed(format!("it is not a valid cache: {reason}")))?;
-        Ok(Some(cached))
+        parse(&bytes).map(Some).map_err(failed)
     }
 
     /// Replaces the cache atomically, mode 0600. The folder is created (0700) if missing.
