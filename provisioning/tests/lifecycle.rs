@@ -634,6 +634,13 @@ async fn stopped_after(step: RenewalStep) {
         Err(Error::RenewalStopped { step: s }) => assert_eq!(s, step.name()),
         other => panic!("{step:?}: {other:?}"),
     }
+    // The old key is deleted only once the new certificate has connected and is the
+    // device's: until the last step it is still there.
+    assert_eq!(
+        store.find(&label("dev-key-1")).unwrap().is_some(),
+        step != RenewalStep::OldDeleted,
+        "{step:?}"
+    );
     // The process is gone: its connection with it.
     drop(connection);
     drop(crashing);
