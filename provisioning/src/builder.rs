@@ -15,6 +15,7 @@ use serde_json::Value;
 use crate::attestation::{self, Mechanism};
 use crate::client::{Config, platform_roots};
 use crate::endpoint::Endpoint;
+use crate::proxy::ProxySetting;
 use crate::{
     CSR_API_VERSION, Clock, DEFAULT_API_VERSION, DEFAULT_MQTT_PORT, DEFAULT_TIMEOUT, Error,
     ProvisioningClient, RetryPolicy, Transport,
@@ -37,6 +38,7 @@ pub struct ProvisioningClientBuilder {
     mqtt_port: u16,
     provider: Option<Arc<CryptoProvider>>,
     clock: Clock,
+    proxy: ProxySetting,
 }
 
 impl ProvisioningClientBuilder {
@@ -56,6 +58,7 @@ impl ProvisioningClientBuilder {
             mqtt_port: DEFAULT_MQTT_PORT,
             provider: None,
             clock: Clock::new(),
+            proxy: ProxySetting::default(),
         }
     }
 
@@ -162,6 +165,19 @@ impl ProvisioningClientBuilder {
         self
     }
 
+    /// Whether connections (to DPS, and to the hub through [`HubClient::builder_for`]) go
+    /// through an HTTP proxy: [`ProxySetting::FromEnvironment`] (the default: `HTTPS_PROXY`
+    /// and `NO_PROXY`, read at [`build`](Self::build)), [`ProxySetting::Direct`], or a
+    /// [`ProxySetting::Proxy`]. The TLS session runs inside the proxy's `CONNECT` tunnel, for
+    /// every transport.
+    ///
+    /// [`HubClient::builder_for`]: crate::hub::HubClient::builder_for
+    #[must_use]
+    pub fn proxy(mut self, proxy: ProxySetting) -> Self {
+        self.proxy = proxy;
+        self
+    }
+
     /// The clock SAS tokens are built with (default: a new [`Clock`], the system clock until
     /// the service's `Date` says otherwise). Share one clock between clients of the same
     /// device so that what one learns, the others use.
@@ -191,7 +207,7 @@ impl ProvisioningClientBuilder {
             }
             (Some(_), false) => return Err(Error::config("more than one attestation")),
         };
-        if self.transport == Transport::Mqtt && !attestation.over_mqtt() {
+        if self.transport.is_mqtt() && !attestation.over_mqtt() {
             return Err(Error::UnsupportedOverMqtt {
                 attestation: attestation.name(),
             });
@@ -212,6 +228,7 @@ impl ProvisioningClientBuilder {
             return Err(Error::config("the timeout is zero"));
         }
         let roots = roots(self.roots, self.anchors)?;
+        let proxy = self.proxy.resolve()?;
         let provider = match self.provider {
             Some(p) => p,
             None => CryptoProvider::get_default()
@@ -259,6 +276,8 @@ impl ProvisioningClientBuilder {
             provider,
             identity,
             clock: self.clock,
+            proxy,
+            proxy_setting: self.proxy,
         }))
     }
 }

@@ -61,9 +61,29 @@ pub(crate) struct Config {
     pub(crate) identity: Option<TlsIdentity>,
     /// The time SAS tokens are built with.
     pub(crate) clock: Clock,
+    /// The proxy decision, read once.
+    pub(crate) proxy: crate::proxy::ProxyRoute,
+    /// What was asked for, handed to hub connections of its registrations.
+    pub(crate) proxy_setting: crate::proxy::ProxySetting,
 }
 
 impl Config {
+    /// What each connection of a registration of `registration_id` is opened for.
+    pub(crate) fn session(
+        &self,
+        registration_id: &hsm_core::RegistrationId,
+    ) -> crate::transport::Session {
+        crate::transport::Session {
+            endpoint: self.endpoint.clone(),
+            mqtt_port: self.mqtt_port,
+            tls: self.dps_tls.clone(),
+            proxy: self.proxy.for_host(&self.endpoint.host).cloned(),
+            id_scope: self.id_scope.clone(),
+            registration_id: registration_id.clone(),
+            api_version: self.api_version.clone(),
+        }
+    }
+
     /// The hub credentials for `device_id` on `hub`: the issued certificate with its key when
     /// there is one, else the X.509 attestation's certificate, else a SAS signer over the
     /// attestation's key (with this client's clock).

@@ -594,14 +594,7 @@ impl Device {
         else {
             return false;
         };
-        let session = crate::transport::Session {
-            endpoint: config.endpoint.clone(),
-            mqtt_port: config.mqtt_port,
-            tls: config.dps_tls.clone(),
-            id_scope: config.id_scope.clone(),
-            registration_id: id,
-            api_version: config.api_version.clone(),
-        };
+        let session = config.session(&id);
         match crate::transport::https::service_time(session, config.retry.request_timeout).await {
             Some(date) => config.clock.observe(date),
             None => false,

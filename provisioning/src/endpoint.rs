@@ -77,15 +77,23 @@ impl Endpoint {
 
     /// The `Host` header value: the host (IPv6 in brackets) and the port unless it is 443.
     pub(crate) fn authority(&self) -> String {
-        let host = if self.host.contains(':') {
+        if self.port == 443 {
+            self.bracketed_host()
+        } else {
+            self.authority_with_port()
+        }
+    }
+
+    /// `host:port` (IPv6 in brackets), as `CONNECT` names a tunnel's end.
+    pub(crate) fn authority_with_port(&self) -> String {
+        format!("{}:{}", self.bracketed_host(), self.port)
+    }
+
+    fn bracketed_host(&self) -> String {
+        if self.host.contains(':') {
             format!("[{}]", self.host)
         } else {
             self.host.clone()
-        };
-        if self.port == 443 {
-            host
-        } else {
-            format!("{host}:{}", self.port)
         }
     }
 }

@@ -338,6 +338,32 @@ pub enum Error {
         step: &'static str,
     },
 
+    /// The HTTP proxy could not be reached, or refused the tunnel (`407`: credentials, `403`:
+    /// the target is not allowed, `502`: it could not reach the service). Names the proxy,
+    /// never its credentials.
+    #[error("the proxy {proxy} {reason}")]
+    Proxy {
+        /// The proxy, `http://host:port`.
+        proxy: String,
+        /// The proxy's answer to `CONNECT`, if it gave one.
+        status: Option<u16>,
+        /// What happened.
+        reason: String,
+        /// The network error, if that was it.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// The server refused the WebSocket upgrade (MQTT over WebSockets).
+    #[error("{reason}")]
+    WebSocket {
+        /// What happened.
+        reason: String,
+        /// The WebSocket library's error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+
     /// The hub client was disconnected.
     #[error("the hub connection is closed")]
     HubClosed,
@@ -374,6 +400,10 @@ impl Error {
                 | Self::Mqtt { .. }
                 | Self::HubUnavailable { .. }
                 | Self::HubTimeout { .. }
+                | Self::Proxy {
+                    status: None | Some(502..=504),
+                    ..
+                }
         )
     }
 

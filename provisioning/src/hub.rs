@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use wire::{CERTIFICATE_API_VERSION, Twin, fuzz_hub_response};
 
 use crate::endpoint::Endpoint;
-use crate::{Error, HubCredentials, Registration};
+use crate::{Error, HubCredentials, ProxySetting, Registration};
 use hsm_core::CertificateDer;
 use session::{Answer, Command, Credential, HubRequest, Settings};
 
@@ -63,6 +63,8 @@ pub struct HubClientBuilder {
     timeout: Duration,
     attempts: u32,
     certificate_timeout: Duration,
+    proxy: ProxySetting,
+    websocket: bool,
 }
 
 impl HubClientBuilder {
@@ -86,16 +88,39 @@ impl HubClientBuilder {
             timeout: Duration::from_secs(30),
             attempts: 3,
             certificate_timeout: Duration::from_secs(120),
+            proxy: ProxySetting::default(),
+            websocket: false,
         }
     }
 
-    /// A client for the hub and device a registration assigned, with its credentials.
+    /// A client for the hub and device a registration assigned, with its credentials, the
+    /// registering client's proxy setting, and MQTT over WebSockets if DPS was reached so.
     pub fn from_registration(registration: &Registration) -> Self {
-        Self::new(
+        let mut builder = Self::new(
             registration.assigned_hub.clone(),
             registration.device_id.clone(),
             registration.credentials.clone(),
-        )
+        );
+        builder.proxy = registration.network.proxy.clone();
+        builder.websocket = registration.network.websocket;
+        builder
+    }
+
+    /// MQTT over a WebSocket (`wss://{hub}:443/$iothub/websocket`, subprotocol `mqtt`)
+    /// instead of MQTT on port 8883: for networks that allow only 443. The port is 443 (or
+    /// the [`connect_to`](Self::connect_to) address's).
+    #[must_use]
+    pub fn websocket(mut self, websocket: bool) -> Self {
+        self.websocket = websocket;
+        self
+    }
+
+    /// Whether to tunnel through an HTTP proxy (default [`ProxySetting::FromEnvironment`]:
+    /// `HTTPS_PROXY` unless `NO_PROXY` names the hub).
+    #[must_use]
+    pub fn proxy(mut self, proxy: ProxySetting) -> Self {
+        self.proxy = proxy;
+        self
     }
 
     /// Connects to this address (`host:port`) instead of the one the hub's name resolves to,
@@ -176,8 +201,11 @@ impl HubClientBuilder {
             Some(address) => {
                 Endpoint::parse_named("connect-to address", address, DEFAULT_HUB_PORT)?
             }
+            // Over WebSockets the hub answers on its HTTPS port.
+            None if self.websocket => endpoint.with_port(443),
             None => endpoint.clone(),
         };
+        let proxy = self.proxy.resolve()?.for_host(&address.host).cloned();
         if self.timeout.is_zero() {
             return Err(Error::config("the hub timeout must be more than zero"));
         }
@@ -201,6 +229,8 @@ impl HubClientBuilder {
             client_id: self.device_id.clone(),
             keep_alive: self.keep_alive,
             timeout: self.timeout,
+            proxy,
+            websocket: self.websocket,
         };
         tracing::debug!(hub = %self.hub, device_id = %self.device_id, host = %target.address.0, port = target.address.1, "connecting to the hub");
         let (commands, task) = session::start(Settings {

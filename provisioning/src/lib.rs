@@ -9,6 +9,9 @@ pub mod device;
 mod endpoint;
 mod error;
 pub mod hub;
+mod mqtt;
+mod net;
+mod proxy;
 mod registration;
 mod retry;
 mod run;
@@ -21,6 +24,7 @@ pub use client::{
 };
 pub use clock::{CLOCK_TOLERANCE, Clock};
 pub use error::{BoxError, Error, ServiceError};
+pub use proxy::{DEFAULT_PROXY_PORT, Proxy, ProxySetting};
 pub use registration::{HubCredentials, HubSasSigner, Registration};
 pub use retry::RetryPolicy;
 pub use transport::Transport;

@@ -52,6 +52,16 @@ pub struct Registration {
     pub credentials: HubCredentials,
     /// Requests sent to DPS during this registration (register requests, polls and retries).
     pub requests: u32,
+    /// How the client reached DPS, for the hub connection: its proxy setting, and MQTT over
+    /// WebSockets if DPS was reached so.
+    pub(crate) network: HubNetwork,
+}
+
+/// The network settings a registration hands to its hub connection.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct HubNetwork {
+    pub(crate) proxy: crate::ProxySetting,
+    pub(crate) websocket: bool,
 }
 
 /// Credentials for the assigned IoT Hub, with the private key still in the HSM.

@@ -281,15 +281,7 @@ impl<'a> Run<'a> {
 
     /// What each connection of this registration is opened for.
     fn session(&self, registration_id: &RegistrationId) -> Session {
-        let config = self.config;
-        Session {
-            endpoint: config.endpoint.clone(),
-            mqtt_port: config.mqtt_port,
-            tls: config.dps_tls.clone(),
-            id_scope: config.id_scope.clone(),
-            registration_id: registration_id.clone(),
-            api_version: config.api_version.clone(),
-        }
+        self.config.session(registration_id)
     }
 
     /// Whether the clock was corrected since the last token was signed: by a `Date` seen in
@@ -397,6 +389,10 @@ impl<'a> Run<'a> {
             tpm_authentication_key: state.tpm_authentication_key,
             credentials,
             requests: self.requests,
+            network: crate::registration::HubNetwork {
+                proxy: config.proxy_setting.clone(),
+                websocket: config.transport == crate::Transport::MqttWs,
+            },
         })
     }
 }

@@ -30,21 +30,32 @@ pub enum Transport {
     /// [`ProvisioningClientBuilder::mqtt_port`](crate::ProvisioningClientBuilder::mqtt_port)).
     /// X.509 and symmetric key only: DPS has no TPM attestation over MQTT.
     Mqtt,
+    /// MQTT 3.1.1 over a WebSocket (`wss://{host}:443/$iothub/websocket`, subprotocol
+    /// `mqtt`) on the endpoint's HTTPS port: for networks that allow nothing but 443. The same
+    /// TLS configuration (an X.509 client certificate still signs in the HSM). X.509 and
+    /// symmetric key only.
+    MqttWs,
 }
 
 impl Transport {
-    /// The name for messages and logs: `"HTTPS"`, `"MQTT"`.
+    /// The name for messages and logs: `"HTTPS"`, `"MQTT"`, `"MQTT over WebSockets"`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Https => "HTTPS",
             Self::Mqtt => "MQTT",
+            Self::MqttWs => "MQTT over WebSockets",
         }
+    }
+
+    /// Whether it is MQTT (over TCP or a WebSocket), on which DPS has no TPM attestation.
+    pub fn is_mqtt(self) -> bool {
+        matches!(self, Self::Mqtt | Self::MqttWs)
     }
 
     /// The ALPN protocol its TLS connections offer, if any.
     pub(crate) fn alpn(self) -> Option<&'static [u8]> {
         match self {
-            Self::Https => Some(b"http/1.1"),
+            Self::Https | Self::MqttWs => Some(b"http/1.1"),
             Self::Mqtt => None,
         }
     }
@@ -76,6 +87,8 @@ pub(crate) struct Session {
     pub(crate) mqtt_port: u16,
     /// The TLS configuration (with the client certificate for X.509).
     pub(crate) tls: Arc<rustls::ClientConfig>,
+    /// The HTTP proxy to tunnel through, if any.
+    pub(crate) proxy: Option<crate::proxy::Proxy>,
     pub(crate) id_scope: String,
     pub(crate) registration_id: RegistrationId,
     pub(crate) api_version: String,
@@ -85,7 +98,8 @@ pub(crate) struct Session {
 pub(crate) fn open(transport: Transport, session: Session) -> Box<dyn Connection> {
     match transport {
         Transport::Https => Box::new(https::HttpsConnection::new(session)),
-        Transport::Mqtt => Box::new(mqtt::MqttConnection::new(session)),
+        Transport::Mqtt => Box::new(mqtt::MqttConnection::new(session, false)),
+        Transport::MqttWs => Box::new(mqtt::MqttConnection::new(session, true)),
     }
 }
 

@@ -1,22 +1,20 @@
-//! One connection to a hub: TCP (to the hub's address, or the one given with
-//! `connect_to`), TLS with the hub's name (the client certificate, if any, signing in the
-//! HSM), then MQTT 3.1.1 CONNECT and CONNACK, framed by rumqttc's codec. Failures are mapped
-//! to what they mean: the hub refused the credential, the hub is unavailable, the network, TLS,
-//! or a server that does not speak MQTT.
+//! One connection to a hub: the network ([`crate::net`]: TCP to the hub's address or the one
+//! given with `connect_to`, or through an HTTP proxy's tunnel; TLS with the hub's name, the
+//! client certificate, if any, signing in the HSM; a WebSocket for MQTT over WebSockets), then
+//! MQTT 3.1.1 CONNECT and CONNACK ([`crate::mqtt`]). Failures are mapped to what they mean:
+//! the hub refused the credential, the hub is unavailable, the network, the proxy, TLS, or a
+//! server that does not speak MQTT.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use rumqttc::mqttbytes::Error as CodecError;
 use rumqttc::mqttbytes::v4::{ConnectReturnCode, Packet};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 
 use crate::Error;
-use crate::transport::{is_tls_failure, tls_failure};
+pub(super) use crate::mqtt::ReadError;
+use crate::mqtt::{self, HandshakeError};
+use crate::net::{self, Service};
+use crate::proxy::Proxy;
 
 /// The largest packet accepted from a hub (twin documents are at most a few tens of KiB; a
 /// cloud-to-device message at most 64 KiB).
@@ -36,14 +34,17 @@ pub(super) struct Target {
     pub(super) client_id: String,
     pub(super) username: String,
     pub(super) keep_alive: Duration,
-    /// Time allowed for each step: TCP connect, TLS handshake, CONNACK.
+    /// Time allowed for each step: TCP connect, tunnel, TLS handshake, WebSocket, CONNACK.
     pub(super) timeout: Duration,
+    /// The HTTP proxy to tunnel through, if any.
+    pub(super) proxy: Option<Proxy>,
+    /// MQTT over a WebSocket (`/$iothub/websocket`, subprotocol `mqtt`).
+    pub(super) websocket: bool,
 }
 
 /// A connected MQTT session.
 pub(super) struct Link {
-    stream: TlsStream<TcpStream>,
-    buffer: BytesMut,
+    link: mqtt::Link,
     /// CONNACK's session-present flag: the hub kept the subscriptions of an earlier
     /// connection.
     pub(super) session_present: bool,
@@ -64,112 +65,59 @@ impl Link {
             operation,
             after: target.timeout,
         };
-        let tcp = tokio::time::timeout(
-            target.timeout,
-            TcpStream::connect((target.address.0.as_str(), target.address.1)),
-        )
-        .await
-        .map_err(|_| step("TCP connection"))?
-        .map_err(|e| Error::Io {
-            operation: "connect to the hub",
-            source: Box::new(e),
-        })?;
-        let _ = tcp.set_nodelay(true);
-        let name = rustls::pki_types::ServerName::try_from(target.host.clone()).map_err(|_| {
-            Error::config(format!("the hub name {} is not a host name", target.host))
-        })?;
-        let stream = tokio::time::timeout(
-            target.timeout,
-            TlsConnector::from(target.tls.clone()).connect(name, tcp),
-        )
-        .await
-        .map_err(|_| step("TLS handshake"))?
-        .map_err(|e| match is_tls_failure(&e) {
-            true => tls_failure("TLS handshake with the hub", &e),
-            false => Error::Io {
-                operation: "TLS handshake with the hub",
-                source: Box::new(e),
-            },
-        })?;
-        let mut link = Self {
-            stream,
-            buffer: BytesMut::with_capacity(4096),
-            session_present: false,
+        let route = net::Route {
+            service: Service::Hub,
+            server_name: &target.host,
+            host: &target.address.0,
+            port: target.address.1,
+            tls: &target.tls,
+            proxy: target.proxy.as_ref(),
+            websocket: target.websocket.then_some("mqtt"),
+            timeout: Some(target.timeout),
         };
+        let stream = net::open(&route, &|operation| step(operation)).await?;
+        let mut link = mqtt::Link::new(stream, MAX_INCOMING);
         let mut connect = rumqttc::mqttbytes::v4::Connect::new(target.client_id.clone());
         connect.keep_alive = u16::try_from(target.keep_alive.as_secs()).unwrap_or(u16::MAX);
         // As IoT Hub's SDKs do: the hub keeps subscriptions across connections.
         connect.clean_session = false;
         connect.set_login(target.username.clone(), password.unwrap_or_default());
-        link.write(Packet::Connect(connect))
-            .await
-            .map_err(|e| lost("send CONNECT", e))?;
-        let answer = tokio::time::timeout(target.timeout, link.read())
-            .await
-            .map_err(|_| step("CONNECT"))?;
-        match answer {
-            Ok(Some(Packet::ConnAck(ack))) => match ack.code {
-                ConnectReturnCode::Success => {
-                    link.session_present = ack.session_present;
-                    Ok(link)
-                }
+        match link.handshake(connect, target.timeout).await {
+            Ok(ack) => match ack.code {
+                ConnectReturnCode::Success => Ok(Self {
+                    link,
+                    session_present: ack.session_present,
+                }),
                 code => Err(refused(&target.hub, code)),
             },
-            Ok(Some(other)) => Err(Error::NotMqtt {
-                reason: format!(
-                    "it answered CONNECT with a {} packet, not a CONNACK",
-                    crate::transport::mqtt::packet_name(&other)
-                ),
+            Err(HandshakeError::Timeout) => Err(step("CONNECT")),
+            Err(HandshakeError::NotConnAck(packet)) => Err(Error::NotMqtt {
+                reason: format!("it answered CONNECT with a {packet} packet, not a CONNACK"),
             }),
-            Ok(None) => Err(Error::Io {
+            Err(HandshakeError::Closed) => Err(Error::Io {
                 operation: "wait for the hub's CONNACK",
                 source: "the hub closed the connection".into(),
             }),
-            Err(ReadError::Codec(e)) => Err(Error::NotMqtt {
+            Err(HandshakeError::NotMqtt(e)) => Err(Error::NotMqtt {
                 reason: format!("its first answer is not an MQTT packet ({e})"),
             }),
-            Err(ReadError::Io(e)) => Err(lost("wait for the hub's CONNACK", e)),
+            Err(HandshakeError::Io(operation, e)) => Err(lost(operation, e)),
         }
     }
 
-    /// The next packet; `None` when the hub closed the connection. Cancel-safe: bytes read
-    /// stay in the buffer.
+    /// The next packet; `None` when the hub closed the connection. Cancel-safe.
     pub(super) async fn read(&mut self) -> Result<Option<Packet>, ReadError> {
-        loop {
-            match Packet::read(&mut self.buffer, MAX_INCOMING) {
-                Ok(packet) => return Ok(Some(packet)),
-                Err(CodecError::InsufficientBytes(_)) => {}
-                Err(e) => return Err(ReadError::Codec(e)),
-            }
-            if self.stream.read_buf(&mut self.buffer).await? == 0 {
-                return Ok(None);
-            }
-        }
+        self.link.read().await
     }
 
     pub(super) async fn write(&mut self, packet: Packet) -> std::io::Result<()> {
-        let mut out = BytesMut::new();
-        packet
-            .write(&mut out, usize::MAX)
-            .map_err(std::io::Error::other)?;
-        self.stream.write_all(&out).await?;
-        self.stream.flush().await
+        self.link.write(packet).await
     }
 
-    /// Sends DISCONNECT and closes the TLS session.
-    pub(super) async fn close(mut self) {
-        let _ = self.write(Packet::Disconnect).await;
-        let _ = self.stream.shutdown().await;
+    /// Sends DISCONNECT and closes the connection.
+    pub(super) async fn close(self) {
+        self.link.close().await;
     }
-}
-
-/// A failed read.
-#[derive(Debug, thiserror::Error)]
-pub(super) enum ReadError {
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    #[error("the hub sent something that is not MQTT: {0}")]
-    Codec(CodecError),
 }
 
 /// A network failure during `operation`.

@@ -741,7 +741,13 @@ fn refuse(command: Command, error: Error) {
 fn transient(error: &Error) -> bool {
     matches!(
         error,
-        Error::Io { .. } | Error::HubUnavailable { .. } | Error::HubTimeout { .. }
+        Error::Io { .. }
+            | Error::HubUnavailable { .. }
+            | Error::HubTimeout { .. }
+            | Error::Proxy {
+                status: None | Some(502..=504),
+                ..
+            }
     )
 }
 

@@ -1,5 +1,6 @@
-//! The HTTPS transport: one TLS connection (HTTP/1.1 over tokio-rustls) kept for the register
-//! request and every poll, re-opened when the server closes it.
+//! The HTTPS transport: one TLS connection (HTTP/1.1 on a [`crate::net`] stream: direct, or
+//! through an HTTP proxy's tunnel) kept for the register request and every poll, re-opened
+//! when the server closes it.
 
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
@@ -13,14 +14,11 @@ use hyper::header::{
     ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, DATE, HOST, RETRY_AFTER, USER_AGENT,
 };
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 
 use super::{BoxFuture, Connection, Failure, Request, RequestKind, Session, classify_io};
 use crate::Error;
 use crate::client::USER_AGENT_VALUE;
+use crate::net::{self, Service, Stream};
 use crate::wire::{MAX_RESPONSE, RawResponse, parse_retry_after};
 
 type Body = BoxBody<Bytes, std::convert::Infallible>;
@@ -30,7 +28,7 @@ pub(crate) struct HttpsConnection {
     open: Option<Open>,
 }
 
-type Driver = Pin<Box<http1::Connection<TokioIo<TlsStream<TcpStream>>, Body>>>;
+type Driver = Pin<Box<http1::Connection<TokioIo<Stream>, Body>>>;
 
 struct Open {
     sender: SendRequest<Body>,
@@ -115,20 +113,31 @@ impl HttpsConnection {
         }
         if self.open.is_none() {
             let endpoint = &self.session.endpoint;
-            let host = endpoint.host.clone();
-            tracing::debug!(host = %host, port = endpoint.port, "connect");
-            let tcp = TcpStream::connect((host.as_str(), endpoint.port))
-                .await
-                .map_err(|e| classify_io("connect to DPS", e))?;
-            // Small request/response exchanges: do not wait for Nagle.
-            let _ = tcp.set_nodelay(true);
-            let name = ServerName::try_from(host)
-                .map_err(|e| Failure::Fatal(Error::config(format!("invalid host name: {e}"))))?;
-            let tls = TlsConnector::from(self.session.tls.clone())
-                .connect(name, tcp)
-                .await
-                .map_err(|e| classify_io("TLS handshake with DPS", e))?;
-            let (sender, connection) = http1::handshake::<_, Body>(TokioIo::new(tls))
+            tracing::debug!(host = %endpoint.host, port = endpoint.port, proxy = self.session.proxy.is_some(), "connect");
+            let route = net::Route {
+                service: Service::Dps,
+                server_name: &endpoint.host,
+                host: &endpoint.host,
+                port: endpoint.port,
+                tls: &self.session.tls,
+                proxy: self.session.proxy.as_ref(),
+                websocket: None,
+                // The run's request timeout bounds the whole exchange.
+                timeout: None,
+            };
+            let stream = net::open(&route, &|operation| Error::Io {
+                operation,
+                source: "timed out".into(),
+            })
+            .await
+            .map_err(|e| {
+                if e.is_transient() {
+                    Failure::Retry(e)
+                } else {
+                    Failure::Fatal(e)
+                }
+            })?;
+            let (sender, connection) = http1::handshake::<_, Body>(TokioIo::new(stream))
                 .await
                 .map_err(|e| classify_io("HTTP handshake with DPS", std::io::Error::other(e)))?;
             tracing::debug!("connected");

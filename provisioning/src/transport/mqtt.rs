@@ -1,38 +1,47 @@
-//! The MQTT transport: MQTT 3.1.1 over TLS with rumqttc, DPS's topics, `$rid` correlation.
+//! The MQTT transports: MQTT 3.1.1 over TLS on DPS's MQTT port, or over a WebSocket on its
+//! HTTPS port (`/$iothub/websocket`, subprotocol `mqtt`), either through an HTTP proxy's
+//! tunnel; DPS's topics, `$rid` correlation. The connection is [`crate::mqtt::Link`] on a
+//! [`crate::net`] stream, the same as the hub client's.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Packet, QoS,
-    StateError, TlsConfiguration, Transport,
+use rumqttc::mqttbytes::v4::{
+    ConnectReturnCode, Packet, PubAck, Publish, Subscribe, SubscribeReasonCode,
 };
+use rumqttc::mqttbytes::{Error as CodecError, QoS};
 use zeroize::Zeroizing;
 
-use super::{
-    BoxFuture, Connection, Failure, Request, RequestKind, Session, is_tls_failure, tls_failure,
-};
+use super::{BoxFuture, Connection, Failure, Request, RequestKind, Session};
 use crate::client::USER_AGENT_VALUE;
 use crate::endpoint::Endpoint;
+use crate::mqtt::{HandshakeError, Link, ReadError};
+use crate::net::{self, Service};
+use crate::proxy::Proxy;
 use crate::wire::{MAX_RESPONSE, RESPONSE_PREFIX, RawResponse, parse_topic};
 use crate::{Error, ServiceError};
 
 const REGISTER_TOPIC: &str = "$dps/registrations/PUT/iotdps-register/";
 const STATUS_TOPIC: &str = "$dps/registrations/GET/iotdps-get-operationstatus/";
+/// The keep-alive announced at CONNECT.
+const KEEP_ALIVE: Duration = Duration::from_secs(30);
+/// How long connecting (TCP, tunnel, TLS, WebSocket) and CONNACK may take, each.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) struct MqttConnection {
     endpoint: Endpoint,
-    tls: Arc<rustls::ClientConfig>,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    proxy: Option<Proxy>,
+    websocket: bool,
     client_id: String,
     username: String,
     open: Option<Open>,
     next_rid: u64,
+    next_pkid: u16,
 }
 
 struct Open {
-    client: AsyncClient,
-    events: EventLoop,
+    link: Link,
     /// The CONNECT password (the SAS token) this connection was opened with.
     password: Zeroizing<String>,
 }
@@ -57,18 +66,27 @@ impl Connection for MqttConnection {
 }
 
 impl MqttConnection {
-    pub(crate) fn new(session: Session) -> Self {
+    /// MQTT over TLS on the MQTT port (`websocket` false), or over a WebSocket on the
+    /// endpoint's HTTPS port.
+    pub(crate) fn new(session: Session, websocket: bool) -> Self {
         let Session {
             endpoint,
             mqtt_port,
             tls,
+            proxy,
             id_scope,
             registration_id,
             api_version,
         } = session;
         Self {
-            endpoint: endpoint.with_port(mqtt_port),
+            endpoint: if websocket {
+                endpoint
+            } else {
+                endpoint.with_port(mqtt_port)
+            },
             tls,
+            proxy,
+            websocket,
             username: format!(
                 "{id_scope}/registrations/{registration_id}/api-version={api_version}&ClientVersion={}",
                 hsm_core::percent::encode(USER_AGENT_VALUE.as_bytes())
@@ -76,10 +94,17 @@ impl MqttConnection {
             client_id: registration_id.as_str().to_owned(),
             open: None,
             next_rid: 1,
+            next_pkid: 0,
         }
     }
 
-    /// Connects with `password` unless a connection made with it is open.
+    fn pkid(&mut self) -> u16 {
+        self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
+        self.next_pkid
+    }
+
+    /// Connects with `password` unless a connection made with it is open: CONNECT, then
+    /// SUBSCRIBE to the responses.
     async fn connect(&mut self, password: &str) -> Result<(), Failure> {
         if let Some(open) = &self.open {
             if open.password.as_str() == password {
@@ -88,32 +113,52 @@ impl MqttConnection {
             // A new token (after a TPM challenge): DPS reads credentials at CONNECT only.
             self.open = None;
         }
-        tracing::debug!(host = %self.endpoint.host, port = self.endpoint.port, "connect (MQTT)");
-        let mut options = MqttOptions::new(
-            self.client_id.clone(),
-            self.endpoint.host.clone(),
-            self.endpoint.port,
-        );
-        options
-            .set_credentials(self.username.clone(), password)
-            .set_clean_session(true)
-            .set_keep_alive(Duration::from_secs(30))
-            .set_max_packet_size(MAX_RESPONSE + 1024, MAX_RESPONSE + 1024)
-            .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-                self.tls.clone(),
-            )));
-        let (client, mut events) = AsyncClient::new(options, 10);
-        client
-            .subscribe(format!("{RESPONSE_PREFIX}#"), QoS::AtLeastOnce)
+        tracing::debug!(host = %self.endpoint.host, port = self.endpoint.port, websocket = self.websocket, "connect (MQTT)");
+        let route = net::Route {
+            service: Service::Dps,
+            server_name: &self.endpoint.host,
+            host: &self.endpoint.host,
+            port: self.endpoint.port,
+            tls: &self.tls,
+            proxy: self.proxy.as_ref(),
+            websocket: self.websocket.then_some("mqtt"),
+            timeout: Some(STEP_TIMEOUT),
+        };
+        let stream = net::open(&route, &|operation| Error::Io {
+            operation,
+            source: format!("no answer within {STEP_TIMEOUT:?}").into(),
+        })
+        .await
+        .map_err(classify)?;
+        let mut link = Link::new(stream, MAX_RESPONSE + 1024);
+        let mut connect = rumqttc::mqttbytes::v4::Connect::new(self.client_id.clone());
+        connect.keep_alive = u16::try_from(KEEP_ALIVE.as_secs()).unwrap_or(u16::MAX);
+        connect.clean_session = true;
+        connect.set_login(self.username.clone(), password);
+        let ack = link
+            .handshake(connect, STEP_TIMEOUT)
             .await
-            .map_err(|e| mqtt_failure("subscribe", e))?;
+            .map_err(handshake_failure)?;
+        if ack.code != ConnectReturnCode::Success {
+            return Err(refused(ack.code, &self.username));
+        }
+        let pkid = self.pkid();
+        let mut subscribe = Subscribe::new(format!("{RESPONSE_PREFIX}#"), QoS::AtLeastOnce);
+        subscribe.pkid = pkid;
+        link.write(Packet::Subscribe(subscribe))
+            .await
+            .map_err(|e| io("subscribe", e))?;
         loop {
-            match events.poll().await {
-                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+            match link
+                .read()
+                .await
+                .map_err(|e| read_failure(e, "subscribe"))?
+            {
+                Some(Packet::SubAck(ack)) if ack.pkid == pkid => {
                     if ack
                         .return_codes
                         .iter()
-                        .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                        .any(|c| matches!(c, SubscribeReasonCode::Failure))
                     {
                         return Err(Failure::Fatal(Error::Rejected {
                             error: ServiceError {
@@ -125,14 +170,13 @@ impl MqttConnection {
                     }
                     break;
                 }
-                Ok(_) => {}
-                Err(e) => return Err(connection_failure(e, &self.username, true)),
+                Some(_) => {}
+                None => return Err(closed("subscribe")),
             }
         }
         tracing::debug!("connected (MQTT)");
         self.open = Some(Open {
-            client,
-            events,
+            link,
             password: Zeroizing::new(password.to_owned()),
         });
         Ok(())
@@ -160,133 +204,143 @@ impl MqttConnection {
                 Bytes::new(),
             ),
         };
+        let pkid = self.pkid();
         let Some(open) = self.open.as_mut() else {
             return Err(Failure::Fatal(Error::config("MQTT connection state lost")));
         };
-        open.client
-            .publish_bytes(topic, QoS::AtLeastOnce, false, payload)
+        let mut publish = Publish::new(topic, QoS::AtLeastOnce, payload.to_vec());
+        publish.pkid = pkid;
+        open.link
+            .write(Packet::Publish(publish))
             .await
-            .map_err(|e| mqtt_failure("publish", e))?;
+            .map_err(|e| io("publish", e))?;
         let operation = request.name();
         loop {
-            match open.events.poll().await {
-                Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    let Some(response) = parse_topic(&publish.topic) else {
-                        tracing::debug!(topic = %publish.topic, "ignoring a message on an unexpected topic");
-                        continue;
-                    };
-                    if response.rid != rid {
-                        tracing::debug!(rid = %response.rid, expected = %rid, "ignoring a response to another request");
-                        continue;
-                    }
-                    return Ok(RawResponse {
-                        status: response.status,
-                        retry_after: response.retry_after,
-                        date: None,
-                        body: publish.payload,
-                    });
-                }
-                Ok(_) => {}
-                Err(ConnectionError::MqttState(StateError::Deserialization(
-                    rumqttc::Error::PayloadSizeLimitExceeded(_),
-                ))) => {
+            let packet = match open.link.read().await {
+                Ok(Some(packet)) => packet,
+                Ok(None) => return Err(closed("wait for DPS's answer")),
+                Err(ReadError::Codec(CodecError::PayloadSizeLimitExceeded(_))) => {
                     return Err(Failure::Fatal(Error::ResponseTooLarge {
                         operation,
                         limit: MAX_RESPONSE,
                     }));
                 }
-                Err(e) => return Err(connection_failure(e, &self.username, false)),
+                Err(e) => return Err(read_failure(e, operation)),
+            };
+            let Packet::Publish(publish) = packet else {
+                continue;
+            };
+            if publish.qos == QoS::AtLeastOnce {
+                open.link
+                    .write(Packet::PubAck(PubAck::new(publish.pkid)))
+                    .await
+                    .map_err(|e| io("acknowledge DPS's answer", e))?;
             }
+            let Some(response) = parse_topic(&publish.topic) else {
+                tracing::debug!(topic = %hsm_core::untrusted::printable(&publish.topic), "ignoring a message on an unexpected topic");
+                continue;
+            };
+            if response.rid != rid {
+                tracing::debug!(rid = %response.rid, expected = %rid, "ignoring a response to another request");
+                continue;
+            }
+            return Ok(RawResponse {
+                status: response.status,
+                retry_after: response.retry_after,
+                date: None,
+                body: publish.payload,
+            });
         }
     }
 }
 
-fn mqtt_failure(
-    operation: &'static str,
-    e: impl std::error::Error + Send + Sync + 'static,
-) -> Failure {
-    Failure::Retry(Error::Mqtt {
+/// A network error of [`net::open`]: retried unless it is TLS, a WebSocket refusal, a
+/// proxy's refusal, or the configuration.
+fn classify(error: Error) -> Failure {
+    if error.is_transient() {
+        Failure::Retry(error)
+    } else {
+        Failure::Fatal(error)
+    }
+}
+
+fn io(operation: &'static str, e: std::io::Error) -> Failure {
+    Failure::Retry(Error::Io {
         operation,
         source: Box::new(e),
     })
 }
 
-/// A failure of the connection (CONNECT, CONNACK, SUBSCRIBE, or later), for the user: what DPS
-/// refused and why, or that the server is not an MQTT server at all.
-fn connection_failure(e: ConnectionError, username: &str, connecting: bool) -> Failure {
+fn closed(operation: &'static str) -> Failure {
+    Failure::Retry(Error::Io {
+        operation,
+        source: "DPS closed the connection".into(),
+    })
+}
+
+fn read_failure(error: ReadError, operation: &'static str) -> Failure {
+    match error {
+        ReadError::Io(e) => io(operation, e),
+        ReadError::Codec(e) => Failure::Fatal(Error::NotMqtt {
+            reason: format!("it sent something that is not MQTT ({e})"),
+        }),
+    }
+}
+
+/// CONNECT without a CONNACK, for the user.
+fn handshake_failure(error: HandshakeError) -> Failure {
+    match error {
+        HandshakeError::Timeout => Failure::Retry(Error::Io {
+            operation: "wait for DPS's CONNACK",
+            source: format!("no answer within {STEP_TIMEOUT:?}").into(),
+        }),
+        HandshakeError::Io(operation, e) => io(operation, e),
+        HandshakeError::Closed => closed("wait for DPS's CONNACK"),
+        HandshakeError::NotConnAck(packet) => Failure::Fatal(Error::NotMqtt {
+            reason: format!("it answered CONNECT with a {packet} packet, not a CONNACK"),
+        }),
+        HandshakeError::NotMqtt(e) => Failure::Fatal(Error::NotMqtt {
+            reason: format!("its first answer is not an MQTT packet ({e})"),
+        }),
+    }
+}
+
+/// What DPS's refusing CONNACK means.
+fn refused(code: ConnectReturnCode, username: &str) -> Failure {
     let refused = |status: u16, message: String| ServiceError {
         status,
         message: Some(message),
         ..ServiceError::default()
     };
-    match e {
-        ConnectionError::ConnectionRefused(code) => match code {
-            ConnectReturnCode::NotAuthorized => Failure::Fatal(Error::Unauthorized {
-                error: refused(401, "MQTT CONNACK 5: not authorized".into()),
-            }),
-            ConnectReturnCode::BadUserNamePassword => Failure::Fatal(Error::Rejected {
-                error: refused(
-                    400,
-                    format!(
-                        "MQTT CONNACK 4: DPS refused the user name \"{username}\" (it names the \
-                         ID scope, the registration id and the API version; check them) or the \
-                         password"
-                    ),
+    match code {
+        ConnectReturnCode::NotAuthorized => Failure::Fatal(Error::Unauthorized {
+            error: refused(401, "MQTT CONNACK 5: not authorized".into()),
+        }),
+        ConnectReturnCode::BadUserNamePassword => Failure::Fatal(Error::Rejected {
+            error: refused(
+                400,
+                format!(
+                    "MQTT CONNACK 4: DPS refused the user name \"{username}\" (it names the \
+                     ID scope, the registration id and the API version; check them) or the \
+                     password"
                 ),
-            }),
-            ConnectReturnCode::ServiceUnavailable => Failure::Retry(Error::Transient {
-                attempts: 1,
-                error: refused(503, "MQTT CONNACK 3: server unavailable".into()),
-            }),
-            ConnectReturnCode::BadClientId => Failure::Fatal(Error::Rejected {
-                error: refused(
-                    400,
-                    "MQTT CONNACK 2: the client id (the registration id) was refused".into(),
-                ),
-            }),
-            ConnectReturnCode::RefusedProtocolVersion => Failure::Fatal(Error::Rejected {
-                error: refused(400, "MQTT CONNACK 1: MQTT 3.1.1 was refused".into()),
-            }),
-            ConnectReturnCode::Success => Failure::Fatal(Error::NotMqtt {
-                reason: "it refused the connection with a success code".into(),
-            }),
-        },
-        ConnectionError::NotConnAck(packet) => Failure::Fatal(Error::NotMqtt {
-            reason: format!(
-                "it answered CONNECT with a {} packet, not a CONNACK",
-                packet_name(&packet)
             ),
         }),
-        ConnectionError::MqttState(StateError::Deserialization(e)) if connecting => {
-            Failure::Fatal(Error::NotMqtt {
-                reason: format!("its first answer is not an MQTT packet ({e})"),
-            })
-        }
-        e if is_tls_failure(&e) => Failure::Fatal(tls_failure("TLS handshake with DPS (MQTT)", &e)),
-        ConnectionError::Io(e) => Failure::Retry(Error::Io {
-            operation: "MQTT connection to DPS",
-            source: Box::new(e),
+        ConnectReturnCode::ServiceUnavailable => Failure::Retry(Error::Transient {
+            attempts: 1,
+            error: refused(503, "MQTT CONNACK 3: server unavailable".into()),
         }),
-        e => mqtt_failure("MQTT connection to DPS", e),
-    }
-}
-
-/// An MQTT 3.1.1 packet type's name, for messages.
-pub(crate) fn packet_name(packet: &Packet) -> &'static str {
-    match packet {
-        Packet::Connect(..) => "CONNECT",
-        Packet::ConnAck(_) => "CONNACK",
-        Packet::Publish(_) => "PUBLISH",
-        Packet::PubAck(_) => "PUBACK",
-        Packet::PubRec(_) => "PUBREC",
-        Packet::PubRel(_) => "PUBREL",
-        Packet::PubComp(_) => "PUBCOMP",
-        Packet::Subscribe(_) => "SUBSCRIBE",
-        Packet::SubAck(_) => "SUBACK",
-        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
-        Packet::UnsubAck(_) => "UNSUBACK",
-        Packet::PingReq => "PINGREQ",
-        Packet::PingResp => "PINGRESP",
-        Packet::Disconnect => "DISCONNECT",
+        ConnectReturnCode::BadClientId => Failure::Fatal(Error::Rejected {
+            error: refused(
+                400,
+                "MQTT CONNACK 2: the client id (the registration id) was refused".into(),
+            ),
+        }),
+        ConnectReturnCode::RefusedProtocolVersion => Failure::Fatal(Error::Rejected {
+            error: refused(400, "MQTT CONNACK 1: MQTT 3.1.1 was refused".into()),
+        }),
+        ConnectReturnCode::Success => Failure::Fatal(Error::NotMqtt {
+            reason: "it refused the connection with a success code".into(),
+        }),
     }
 }
