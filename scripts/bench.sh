@@ -14,6 +14,7 @@ BENCHES=(
   hsm-tpm:tpm
   dps-emulator:registrations
   provisioning:register
+  provisioning:network
 )
 
 logs="$(mktemp -d)"

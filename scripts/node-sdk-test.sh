@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The official Azure IoT Node.js device SDKs, unmodified, against the dps-emulator:
 # - the provisioning client: symmetric key (individual, group-derived) and X.509 (individual, CA
-#   group) over HTTPS and MQTT must be assigned; a wrong key and a certificate from another CA
+#   group) over HTTPS, MQTT and MQTT over WebSockets (port 443) must be assigned; a wrong key and a certificate from another CA
 #   must be refused (register.js);
 # - the hub client: devices provisioned by it connect to the emulator's hub (symmetric key and
 #   X.509), send telemetry the emulator records, read and report their twin; a wrong key is

@@ -5,14 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(pkg-config libtss2-dev softhsm2 swtpm swtpm-tools tpm2-tools opensc openssl
+PACKAGES=(pkg-config libtss2-dev softhsm2 swtpm swtpm-tools tpm2-tools opensc openssl tinyproxy
   gcc libssl-dev libengine-pkcs11-openssl)
 
 . scripts/lib/common.sh
 
 step "system packages"
 apt_install "${PACKAGES[@]}"
-for tool in openssl softhsm2-util swtpm tpm2_createek pkcs11-tool pkg-config cc; do
+for tool in openssl softhsm2-util swtpm tpm2_createek pkcs11-tool pkg-config cc tinyproxy; do
   command -v "$tool" >/dev/null || { echo "error: $tool still missing after install" >&2; exit 1; }
 done
 

@@ -57,6 +57,8 @@ pub(crate) struct ProvisioningSection {
     pub(crate) csr: Option<bool>,
     pub(crate) csr_key: Option<String>,
     pub(crate) issued_cert_out: Option<String>,
+    /// An HTTP proxy URL, or `none`.
+    pub(crate) proxy: Option<String>,
     /// The folder of the assignment cache (`connect`, `renew`, `status`).
     pub(crate) state_dir: Option<String>,
     /// Where issued certificates' keys are generated: a folder, a `pkcs11:` URI, `tpm`.

@@ -311,7 +311,14 @@ fn provisioning_exit(error: &provisioning::Error) -> Exit {
         | E::HubUnavailable { .. }
         | E::HubTimeout { .. }
         | E::HubConnectionLost { .. }
-        | E::Hub { .. } => Exit::Network,
+        | E::Hub { .. }
+        | E::WebSocket { .. }
+        | E::Proxy {
+            status: None | Some(502..=504),
+            ..
+        } => Exit::Network,
+        // The proxy refused: credentials, or a target it does not allow.
+        E::Proxy { .. } => Exit::Failed,
         _ => Exit::Failed,
     }
 }

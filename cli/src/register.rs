@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use provisioning::{
-    DEFAULT_TIMEOUT, HubCredentials, ProvisioningClient, Registration, RetryPolicy, Transport,
+    DEFAULT_TIMEOUT, HubCredentials, ProvisioningClient, Proxy, ProxySetting, Registration,
+    RetryPolicy, Transport,
 };
 use serde_json::{Value, json};
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -45,6 +46,9 @@ pub(crate) enum TransportArg {
     Https,
     /// MQTT over TLS (X.509 and symmetric key; DPS has no TPM attestation over MQTT).
     Mqtt,
+    /// MQTT over a WebSocket on port 443 (wss://host/$iothub/websocket), for networks that
+    /// allow only 443; the hub connection of `connect` uses it too.
+    MqttWs,
 }
 
 impl TransportArg {
@@ -58,6 +62,7 @@ impl From<TransportArg> for Transport {
         match t {
             TransportArg::Https => Transport::Https,
             TransportArg::Mqtt => Transport::Mqtt,
+            TransportArg::MqttWs => Transport::MqttWs,
         }
     }
 }
@@ -103,6 +108,11 @@ pub(crate) struct RegisterArgs {
     /// How often one request is retried after a transient failure [default: 6].
     #[arg(long, value_name = "N", help_heading = "DPS")]
     retries: Option<u32>,
+    /// An HTTP proxy for DPS and the hub, http://user:password@host:port (credentials and port
+    /// optional; the TLS session runs inside its CONNECT tunnel), or `none` to ignore
+    /// HTTPS_PROXY [default: HTTPS_PROXY unless NO_PROXY names the host].
+    #[arg(long, value_name = "URL|none", help_heading = "DPS")]
+    proxy: Option<String>,
 
     #[command(flatten)]
     device: DeviceArgs,
@@ -135,6 +145,7 @@ struct Settings {
     api_version: Option<String>,
     timeout: Duration,
     retries: Option<u32>,
+    proxy: ProxySetting,
     issued_cert_out: Option<PathBuf>,
     device: DeviceArgs,
     life: crate::lifecycle::LifeConfig,
@@ -162,7 +173,7 @@ impl Settings {
                     || Error::usage("invalid transport"),
                     |f| {
                         f.invalid(format!(
-                            "transport {text:?}: expected \"https\" or \"mqtt\""
+                            "transport {text:?}: expected \"https\", \"mqtt\" or \"mqtt-ws\""
                         ))
                     },
                 )
@@ -222,6 +233,20 @@ impl Settings {
                 .or_else(|| section.and_then(|s| s.api_version.clone())),
             timeout,
             retries: args.retries.or(section.and_then(|s| s.retries)),
+            proxy: match args
+                .proxy
+                .as_deref()
+                .or(section.and_then(|s| s.proxy.as_deref()))
+            {
+                None => ProxySetting::FromEnvironment,
+                Some(text) if text.eq_ignore_ascii_case("none") => ProxySetting::Direct,
+                Some(text) => ProxySetting::Proxy(Proxy::parse(text).map_err(|source| {
+                    Error::Provisioning {
+                        operation: "invalid --proxy",
+                        source,
+                    }
+                })?),
+            },
             issued_cert_out: args.issued_cert_out.clone().or_else(|| {
                 let f = file.as_ref()?;
                 Some(f.path(f.provisioning.issued_cert_out.as_deref()?))
@@ -350,7 +375,7 @@ pub(crate) fn prepare(args: &RegisterArgs) -> Result<Prepared, Error> {
     }
     // What the transport cannot carry is a usage error, found before the device is opened
     // (a TPM that is unreachable as well must not turn it into a device error).
-    if settings.transport == Transport::Mqtt && settings.device.is_tpm() {
+    if settings.transport.is_mqtt() && settings.device.is_tpm() {
         return Err(Error::usage(
             "DPS has no TPM attestation over MQTT: use --transport https",
         ));
@@ -378,6 +403,7 @@ pub(crate) fn prepare(args: &RegisterArgs) -> Result<Prepared, Error> {
     let device = device?;
     let mut builder = ProvisioningClient::builder(&settings.global_endpoint, &settings.id_scope)
         .transport(settings.transport)
+        .proxy(settings.proxy.clone())
         .timeout(settings.timeout);
     if let Some(port) = settings.mqtt_port {
         builder = builder.mqtt_port(port);
@@ -430,10 +456,7 @@ pub(crate) fn prepare(args: &RegisterArgs) -> Result<Prepared, Error> {
     let what = format!(
         "'{registration_id}' at {} over {}",
         settings.global_endpoint,
-        match settings.transport {
-            Transport::Mqtt => "MQTT",
-            _ => "HTTPS",
-        }
+        settings.transport.name()
     );
     Ok(Prepared {
         client,

@@ -70,11 +70,15 @@ pub(crate) async fn session(accepted: Accepted, service: Arc<Service>, limits: L
         peer,
         chain,
     } = accepted;
-    let svc = service_fn(move |req| {
+    let svc = service_fn(move |mut req| {
         let service = service.clone();
         let chain = chain.clone();
         async move {
-            let mut response = handle(&service, &chain, peer, limits, req).await?;
+            let mut response = if req.uri().path() == crate::websocket::PATH {
+                crate::websocket::upgrade(&mut req, service.clone(), chain.clone(), peer, limits)
+            } else {
+                handle(&service, &chain, peer, limits, req).await?
+            };
             // The service's time, its clock offset included: a device learns it from here.
             let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(service.now());
             if let Ok(date) = hyper::header::HeaderValue::from_str(&httpdate::fmt_http_date(now)) {
@@ -87,6 +91,7 @@ pub(crate) async fn session(accepted: Accepted, service: Arc<Service>, limits: L
         .timer(TokioTimer::new())
         .header_read_timeout(limits.read_timeout)
         .serve_connection(TokioIo::new(stream), svc)
+        .with_upgrades()
         .await;
     if let Err(e) = served {
         tracing::debug!(%peer, error = %e, "connection ended");
@@ -189,7 +194,7 @@ async fn read_body(
     }
 }
 
-fn respond(reply: Reply) -> Response<Full<Bytes>> {
+pub(crate) fn respond(reply: Reply) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(reply.body)));
     *response.status_mut() =
         StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

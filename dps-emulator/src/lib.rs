@@ -17,6 +17,7 @@ mod serve;
 mod service;
 mod store;
 mod tls;
+mod websocket;
 mod x509;
 
 use std::net::SocketAddr;

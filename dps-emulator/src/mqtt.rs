@@ -25,6 +25,18 @@ pub(crate) async fn serve_session(accepted: Accepted, service: Arc<Service>, lim
         peer,
         chain,
     } = accepted;
+    serve_stream(stream, peer, chain, service, limits).await;
+}
+
+/// Serves MQTT on any byte stream: the MQTT port's TLS connections, and the WebSockets of the
+/// HTTPS port (`/$iothub/websocket`).
+pub(crate) async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    peer: std::net::SocketAddr,
+    chain: Arc<[rustls_pki_types::CertificateDer<'static>]>,
+    service: Arc<Service>,
+    limits: Limits,
+) {
     let mut conn = Connection {
         stream,
         buffer: BytesMut::with_capacity(4096),

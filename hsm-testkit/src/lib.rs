@@ -9,6 +9,7 @@ pub mod pki;
 pub mod report;
 pub mod softhsm;
 pub mod swtpm;
+pub mod tinyproxy;
 pub mod tls;
 pub mod tools;
 pub mod verify;

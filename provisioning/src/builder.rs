@@ -260,6 +260,11 @@ impl ProvisioningClientBuilder {
         if let Some(alpn) = self.transport.alpn() {
             dps_tls.alpn_protocols = vec![alpn.to_vec()];
         }
+        // A registration is one connection (a few with retries), never resumed across
+        // processes: no session tickets. Without the offer a TLS 1.3 server sends none, which
+        // saves their bytes and, behind a proxy that relays without TCP_NODELAY, the ~40 ms
+        // its second small segment (the tickets, then the answer) waits for a delayed ACK.
+        dps_tls.resumption = rustls::client::Resumption::disabled();
         Ok(ProvisioningClient::new(Config {
             endpoint,
             mqtt_port: self.mqtt_port,

@@ -1,5 +1,5 @@
 // Registers devices against the dps-emulator with the official Azure IoT Node.js device SDK,
-// unmodified, over HTTPS and MQTT: symmetric key (individual and group-derived) and X.509
+// unmodified, over HTTPS, MQTT and MQTT over WebSockets (wss://host:443/$iothub/websocket): symmetric key (individual and group-derived) and X.509
 // (individual and CA group) must end `assigned` with the expected hub and device id; a wrong key
 // and a certificate from another CA (same CN) must be refused with an error, never a hang.
 //
@@ -13,7 +13,7 @@ const path = require('path');
 
 const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
 const { Http } = require('azure-iot-provisioning-device-http');
-const { Mqtt } = require('azure-iot-provisioning-device-mqtt');
+const { Mqtt, MqttWs } = require('azure-iot-provisioning-device-mqtt');
 const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
 const { X509Security } = require('azure-iot-security-x509');
 const { env, withTimeout } = require('./common');
@@ -45,6 +45,7 @@ function x509(name) {
 const transports = {
   http: () => new Http(),
   mqtt: () => new Mqtt(),
+  mqttws: () => new MqttWs(),
 };
 
 function cases(t) {
@@ -126,7 +127,8 @@ async function runCase(t, c) {
     // (and for a 401 on an MQTT response topic) the SDK reports an UnauthorizedError; a CONNACK
     // refusal reaches the caller as MQTT.js's own error with the return code (5: not authorized),
     // untranslated by the SDK.
-    const refusal = error.name === 'UnauthorizedError' || (t === 'mqtt' && error.code === 5);
+    const refusal =
+      error.name === 'UnauthorizedError' || (t.startsWith('mqtt') && error.code === 5);
     if (!refusal) {
       return {
         ok: false,
@@ -163,7 +165,7 @@ async function main() {
       } else {
         failed += 1;
       }
-      console.log(`${r.ok ? 'PASS' : 'FAIL'} ${t.padEnd(4)} ${c.name} [${c.registrationId}] ` +
+      console.log(`${r.ok ? 'PASS' : 'FAIL'} ${t.padEnd(6)} ${c.name} [${c.registrationId}] ` +
         `(${r.ms} ms): ${r.detail}`);
     }
   }

@@ -1,0 +1,111 @@
+//! MQTT over WebSockets on the HTTPS port, as DPS and IoT Hub serve it: `GET
+//! /$iothub/websocket` with `Upgrade: websocket` and the subprotocol `mqtt` becomes a WebSocket
+//! (async-tungstenite) whose binary messages carry an MQTT session (ws_stream_tungstenite turns
+//! them back into bytes), served by the MQTT endpoint's code: DPS or a hub, by the CONNECT.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_tungstenite::tokio::TokioAdapter;
+use async_tungstenite::tungstenite::handshake::derive_accept_key;
+use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CONNECTION, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
+use hyper::{Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::CertificateDer;
+
+use crate::https::Limits;
+use crate::service::{Reply, Service};
+
+/// The WebSocket endpoint's path.
+pub(crate) const PATH: &str = "/$iothub/websocket";
+/// The only subprotocol served.
+const PROTOCOL: &str = "mqtt";
+/// The largest WebSocket message accepted (an MQTT packet is at most 64 KiB to DPS, 256 KiB to
+/// a hub).
+const MAX_MESSAGE: usize = 1024 * 1024;
+
+/// Answers a request to [`PATH`]: `101 Switching Protocols` and the MQTT session on the
+/// upgraded connection, or an error reply for anything else.
+pub(crate) fn upgrade(
+    request: &mut hyper::Request<Incoming>,
+    service: Arc<Service>,
+    chain: Arc<[CertificateDer<'static>]>,
+    peer: SocketAddr,
+    limits: Limits,
+) -> Response<Full<Bytes>> {
+    let headers = request.headers();
+    let has = |name: hyper::header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    let wants_mqtt = has(hyper::header::SEC_WEBSOCKET_PROTOCOL, PROTOCOL);
+    let key = headers.get(SEC_WEBSOCKET_KEY).cloned();
+    let upgrade = request.method() == hyper::Method::GET
+        && has(UPGRADE, "websocket")
+        && has(CONNECTION, "upgrade");
+    let (Some(key), true) = (key, upgrade) else {
+        return reply(Reply::error(
+            400,
+            400_000,
+            "A WebSocket upgrade (GET with Upgrade: websocket) is expected here.",
+        ));
+    };
+    if !wants_mqtt {
+        return reply(Reply::error(
+            400,
+            400_000,
+            "The WebSocket subprotocol must be mqtt.",
+        ));
+    }
+    let upgraded = hyper::upgrade::on(request);
+    tokio::spawn(async move {
+        let io = match upgraded.await {
+            Ok(io) => io,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "WebSocket upgrade failed");
+                return;
+            }
+        };
+        let mut config = WebSocketConfig::default();
+        config.max_message_size = Some(MAX_MESSAGE);
+        config.max_frame_size = Some(MAX_MESSAGE);
+        let socket = async_tungstenite::WebSocketStream::from_raw_socket(
+            TokioAdapter::new(TokioIo::new(io)),
+            Role::Server,
+            Some(config),
+        )
+        .await;
+        tracing::debug!(%peer, "MQTT over WebSockets");
+        crate::mqtt::serve_stream(
+            ws_stream_tungstenite::WsStream::new(socket),
+            peer,
+            chain,
+            service,
+            limits,
+        )
+        .await;
+    });
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        headers.insert(SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    headers.insert(
+        hyper::header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(PROTOCOL),
+    );
+    response
+}
+
+fn reply(reply: Reply) -> Response<Full<Bytes>> {
+    crate::https::respond(reply)
+}
