@@ -80,10 +80,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     ));
 
     // 2. A key pair made on the token, certified by a development CA.
-    let options = OpenOptions {
-        pin: Some(Pin::Value(Arc::new(user_pin))),
-        ..OpenOptions::default()
-    };
+    let options = OpenOptions::default().pin(Pin::Value(Arc::new(user_pin)));
     let key_uri = uri(&module_path, "device-key", "%01")?;
     let token = Token::open_with(&key_uri, &options)?;
     let key: Arc<dyn KeyHandle> = Arc::new(token.generate_key_pair(&key_uri, KeySpec::EcdsaP256)?);

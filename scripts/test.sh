@@ -6,13 +6,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(pkg-config libtss2-dev softhsm2 swtpm swtpm-tools tpm2-tools opensc openssl tinyproxy
-  gcc libssl-dev libengine-pkcs11-openssl)
+  gcc libssl-dev libengine-pkcs11-openssl
+  libtpm2-pkcs11-1 libtpm2-pkcs11-tools opencryptoki p11-kit p11-kit-modules
+  tpm2-abrmd libtss2-tcti-tabrmd0 dbus-daemon)
 
 . scripts/lib/common.sh
 
 step "system packages"
 apt_install "${PACKAGES[@]}"
-for tool in openssl softhsm2-util swtpm tpm2_createek pkcs11-tool pkg-config cc tinyproxy; do
+for tool in openssl softhsm2-util swtpm tpm2_createek pkcs11-tool pkg-config cc tinyproxy \
+  tpm2_ptool tpm2-abrmd dbus-daemon pkcsslotd p11-kit unshare; do
   command -v "$tool" >/dev/null || { echo "error: $tool still missing after install" >&2; exit 1; }
 done
 

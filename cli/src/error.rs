@@ -77,6 +77,13 @@ pub(crate) enum Error {
         path: PathBuf,
     },
 
+    /// `conformance` ran and these checks failed.
+    #[error("{} conformance check(s) failed: {}", failed.len(), failed.join(", "))]
+    Conformance {
+        /// The failed checks' names.
+        failed: Vec<&'static str>,
+    },
+
     /// `status` found no cached assignment.
     #[error("no cached assignment in {} (run `connect --state-dir` first)", dir.display())]
     NoAssignment {
@@ -183,7 +190,8 @@ impl Error {
             Self::Write { .. }
             | Self::Runtime(_)
             | Self::NotIssued { .. }
-            | Self::NoAssignment { .. } => Exit::Failed,
+            | Self::NoAssignment { .. }
+            | Self::Conformance { .. } => Exit::Failed,
             Self::Provisioning { source, .. } => provisioning_exit(source),
             Self::Emulator { source, .. } => match source {
                 dps_emulator::Error::File { .. }

@@ -2,6 +2,7 @@
 #![deny(unsafe_code)]
 
 mod config;
+mod conformance;
 mod connect;
 mod device;
 mod emulator;
@@ -63,6 +64,9 @@ enum Command {
     /// Show the cached assignment, the certificate's expiry and the next renewal.
     #[command(long_about = lifecycle::STATUS_ABOUT, after_help = EXIT_CODES)]
     Status(lifecycle::StatusArgs),
+    /// Run the driver conformance suite against a key on a token, in a TPM, or in a file.
+    #[command(long_about = conformance::CONFORMANCE_ABOUT, after_help = EXIT_CODES)]
+    Conformance(Box<conformance::ConformanceArgs>),
     /// Run the local DPS emulator from a TOML file of enrollments.
     #[command(long_about = emulator::EMULATOR_ABOUT, after_help = EXIT_CODES)]
     Emulator(emulator::EmulatorArgs),
@@ -96,6 +100,7 @@ fn main() -> ExitCode {
         Command::Register(args) => register::run(args),
         Command::Connect(args) => connect::run(args),
         Command::Renew(args) => lifecycle::renew(args),
+        Command::Conformance(args) => conformance::run(args),
         Command::Status(args) => lifecycle::status(args),
         Command::Emulator(args) => emulator::run(args),
         Command::Riot(command) => riot::run(command),

@@ -90,6 +90,10 @@ mod with_tpm {
                     operation: "cannot list the persistent handles",
                     source,
                 })?;
+        let ek_certificates = identity.ek_certificates().map_err(|source| Error::Tpm {
+            operation: "cannot read the EK certificates",
+            source,
+        })?;
         let ek = BASE64.encode(identity.endorsement_key());
         let srk = BASE64.encode(identity.storage_root_key());
         if args.json {
@@ -103,6 +107,15 @@ mod with_tpm {
                     "srkHandle": identity.srk_handle().to_string(),
                     "identityHandle": identity.identity_handle().to_string(),
                     "identityKeyPresent": has_identity,
+                    "ekCertificates": ek_certificates.iter().map(|c| json!({
+                        "index": format!("{:#010x}", c.index),
+                        "key": c.key,
+                        "certifiesEk": c.certifies_ek,
+                        "issuer": c.issuer,
+                        "subject": c.subject,
+                        "notAfter": c.not_after,
+                        "der": BASE64.encode(&c.certificate),
+                    })).collect::<Vec<_>>(),
                 })
             );
         } else {
@@ -114,6 +127,22 @@ mod with_tpm {
                 identity.identity_handle(),
                 if has_identity { "present" } else { "absent" }
             );
+            if ek_certificates.is_empty() {
+                println!("EK certificate   none in NV (0x01c00002, 0x01c0000a, 0x01c00016)");
+            }
+            for c in &ek_certificates {
+                println!(
+                    "EK certificate ({:#010x}, {}) issued by {}{}",
+                    c.index,
+                    c.key,
+                    hsm_core::untrusted::printable(&c.issuer),
+                    match c.certifies_ek {
+                        Some(true) => ", certifies this EK",
+                        Some(false) => ", for ANOTHER key than this EK",
+                        None => " (another key type than this EK: not compared)",
+                    }
+                );
+            }
         }
         Ok(())
     }

@@ -22,6 +22,40 @@ fn info(swtpm: &Swtpm) -> serde_json::Value {
 }
 
 #[test]
+fn info_shows_the_ek_certificate_from_nv() {
+    let swtpm = Swtpm::start_manufactured();
+    let run = run(["tpm", "info", "--tcti", &swtpm.tcti()]);
+    run.ok();
+    assert!(
+        run.stdout.lines().any(|l| l
+            .starts_with("EK certificate (0x01c00002, RSA 2048) issued by")
+            && l.ends_with("certifies this EK")),
+        "{run}"
+    );
+    let json = info(&swtpm);
+    let listed = json["ekCertificates"].as_array().unwrap();
+    let rsa = listed.iter().find(|c| c["index"] == "0x01c00002").unwrap();
+    assert_eq!(rsa["certifiesEk"], true);
+    assert!(
+        !run.stdout.contains("ANOTHER key"),
+        "the ECC EK certificate is not for another key: {run}"
+    );
+    // The bytes are the certificate in NV, as hsm-tpm reads it.
+    let tpm = Tpm::open(swtpm.tcti().parse().unwrap()).unwrap();
+    let read = TpmIdentity::open(&tpm).unwrap().ek_certificates().unwrap();
+    let der = BASE64.decode(rsa["der"].as_str().unwrap()).unwrap();
+    assert_eq!(der, read[0].certificate.as_ref());
+    // A TPM without one says so.
+    let bare = Swtpm::start();
+    let none = common::run(["tpm", "info", "--tcti", &bare.tcti()]);
+    none.ok();
+    assert!(
+        none.stdout.contains("EK certificate   none in NV"),
+        "{none}"
+    );
+}
+
+#[test]
 fn info_prints_the_registration_id_hsm_tpm_reports() {
     let swtpm = Swtpm::start();
     let run = run(["tpm", "info", "--tcti", &swtpm.tcti()]);

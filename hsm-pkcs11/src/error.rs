@@ -110,11 +110,49 @@ pub enum Error {
     #[error("the PIN callback failed")]
     PinCallback(#[source] Box<dyn std::error::Error + Send + Sync>),
 
-    /// The token refused the PIN (`CKR_PIN_INCORRECT`).
-    #[error("wrong PIN for token '{token}' (CKR_PIN_INCORRECT)")]
+    /// The token refused the PIN (`CKR_PIN_INCORRECT`). `tries` says how close the token is
+    /// to locking the PIN, when it tells (`CKF_USER_PIN_COUNT_LOW`, `CKF_USER_PIN_FINAL_TRY`).
+    #[error("wrong PIN for token '{token}' (CKR_PIN_INCORRECT){}", tries.warning())]
     WrongPin {
         /// The token label.
         token: String,
+        /// What the token says of the tries left.
+        tries: PinTries,
+    },
+
+    /// The user PIN has expired or must be changed before use (`CKR_PIN_EXPIRED`, or the token
+    /// flags `CKF_USER_PIN_TO_BE_CHANGED` on a PIN it has).
+    #[error(
+        "the user PIN of token '{token}' must be changed before use (CKR_PIN_EXPIRED): set a new one with `pkcs11-tool --change-pin` or the token's own tool"
+    )]
+    PinExpired {
+        /// The token label.
+        token: String,
+    },
+
+    /// The token has no user PIN yet (`CKR_USER_PIN_NOT_INITIALIZED`: initialised, as
+    /// opencryptoki's `C_InitToken` leaves it, but `C_InitPIN` never ran).
+    #[error(
+        "token '{token}' has no user PIN yet (CKR_USER_PIN_NOT_INITIALIZED): the security officer sets one with `pkcs11-tool --login --login-type so --init-pin` or the token's own tool"
+    )]
+    PinNotInitialized {
+        /// The token label.
+        token: String,
+    },
+
+    /// Every session the token allows (its `ulMaxSessionCount`, or
+    /// [`OpenOptions::max_sessions`](crate::OpenOptions::max_sessions)) stayed in use for the
+    /// whole wait.
+    #[error(
+        "token '{token}' allows {limit} sessions and all stayed busy for {waited:?}: sign from fewer threads, or raise the limit"
+    )]
+    SessionLimit {
+        /// The token label.
+        token: String,
+        /// The limit.
+        limit: usize,
+        /// How long the call waited.
+        waited: std::time::Duration,
     },
 
     /// The token is locked after too many wrong PINs (`CKR_PIN_LOCKED`).
@@ -290,5 +328,30 @@ mod tests {
             ckr_name(&RvError::SessionHandleInvalid),
             "CKR_SESSION_HANDLE_INVALID"
         );
+    }
+}
+
+/// How close a token is to locking its user PIN, as its flags say after a wrong PIN.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PinTries {
+    /// The token says nothing (many tokens, SoftHSM2 among them).
+    #[default]
+    Unknown,
+    /// Some wrong PINs have been entered (`CKF_USER_PIN_COUNT_LOW`).
+    Low,
+    /// The next wrong PIN locks it (`CKF_USER_PIN_FINAL_TRY`).
+    FinalTry,
+}
+
+impl PinTries {
+    fn warning(self) -> &'static str {
+        match self {
+            Self::Unknown => "",
+            Self::Low => {
+                "; the token reports few tries left (CKF_USER_PIN_COUNT_LOW): check the PIN before trying again"
+            }
+            Self::FinalTry => "; one more wrong PIN locks the token",
+        }
     }
 }

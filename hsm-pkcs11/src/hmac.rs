@@ -139,7 +139,7 @@ impl SymmetricKeyAttestation for Pkcs11HmacKey {
     fn hmac_sha256(&self, data: &[u8]) -> Result<[u8; 32], hsm_core::Error> {
         let mac = self
             .object
-            .sign(&self.token.inner, &Mechanism::Sha256Hmac, data, 32)
+            .sign(&self.token.inner, &Mechanism::Sha256Hmac, data, 32, false)
             .map_err(|e| hsm_core::Error::device("C_Sign", e))?;
         mac.try_into().map_err(|_| {
             hsm_core::Error::device(

@@ -9,7 +9,7 @@ use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use hsm_core::{KeyAlgorithm, KeyHandle, SignatureScheme};
-use sha2::{Digest as _, Sha256, Sha384};
+use sha2::{Digest as _, Sha256, Sha384, Sha512};
 
 use crate::objects::{CachedObject, Locator, bytes_attribute, find_all, find_one};
 use crate::public_key::{certificate_spki, ec_algorithm, ec_spki, rsa_bits, rsa_spki};
@@ -24,17 +24,20 @@ const RSA_PKCS1_ONLY: [SignatureScheme; 3] = [
 /// A private key on a PKCS#11 token, used through [`KeyHandle`]; its value is never read.
 ///
 /// The object handle is looked up once and cached; it is looked up again only after the token
-/// reconnects or reports the handle invalid. ECDSA signs with `CKM_ECDSA_SHA256/384` when the
-/// token offers them, else with `CKM_ECDSA` over a digest computed here; RSA with
-/// `CKM_SHA*_RSA_PKCS` and `CKM_SHA*_RSA_PKCS_PSS` (PSS only where offered); Ed25519 with
-/// `CKM_EDDSA` where offered.
+/// reconnects or reports the handle invalid. Each scheme signs with the hashing mechanism when
+/// the token offers it (`CKM_ECDSA_SHA256/384`, `CKM_SHA*_RSA_PKCS`, `CKM_SHA*_RSA_PKCS_PSS`),
+/// else with the raw one over a digest computed here (`CKM_ECDSA`; `CKM_RSA_PKCS` over a
+/// DigestInfo; `CKM_RSA_PKCS_PSS`); PSS only where either is offered; Ed25519 with `CKM_EDDSA`.
 pub struct Pkcs11Key {
     token: Token,
     algorithm: KeyAlgorithm,
     spki: Vec<u8>,
     schemes: &'static [SignatureScheme],
-    ecdsa_hash_on_token: bool,
+    /// The schemes whose hashing mechanism the token offers; the others hash here.
+    hashed_on_token: Vec<SignatureScheme>,
     signature_len: usize,
+    /// `CKA_ALWAYS_AUTHENTICATE`: each signature needs a context-specific login.
+    always_authenticate: bool,
     object: CachedObject,
 }
 
@@ -44,6 +47,7 @@ impl fmt::Debug for Pkcs11Key {
             .field("token", &self.token.label())
             .field("object", &self.object.locator.describe())
             .field("algorithm", &self.algorithm)
+            .field("always_authenticate", &self.always_authenticate)
             .finish()
     }
 }
@@ -87,19 +91,50 @@ impl Pkcs11Key {
                 Some(spki) => spki.clone(),
                 None => find_spki(session, object, &locator, algorithm, &inner.label)?,
             };
+            // What the token offers decides how each scheme is signed: the hash on the token
+            // (CKM_ECDSA_SHA256, CKM_SHA256_RSA_PKCS, as TPM-backed tokens offer) or here (raw
+            // CKM_ECDSA, all SoftHSM2 has; CKM_RSA_PKCS, all opencryptoki's soft token has); a
+            // scheme with neither cannot be signed.
+            let offered = |scheme: SignatureScheme| {
+                let (hashed, raw) = mechanisms(scheme);
+                (token.offers(hashed), token.offers(raw))
+            };
+            let hashed_on_token: Vec<SignatureScheme> = algorithm
+                .schemes()
+                .iter()
+                .copied()
+                .filter(|s| offered(*s).0)
+                .collect();
+            let usable = |scheme: SignatureScheme| {
+                let (hashed, raw) = offered(scheme);
+                hashed || raw
+            };
+            let missing = |schemes: &[SignatureScheme]| {
+                schemes.iter().find(|s| !usable(**s)).map(|s| {
+                    let (hashed, raw) = mechanisms(*s);
+                    Error::UnsupportedMechanism {
+                        mechanism: format!("{hashed} or {raw}"),
+                        token: token.label().to_owned(),
+                    }
+                })
+            };
             let (schemes, signature_len) = match algorithm {
                 KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 => {
-                    require(token, MechanismType::ECDSA, "CKM_ECDSA")?;
+                    if let Some(e) = missing(algorithm.schemes()) {
+                        return Err(e);
+                    }
                     (algorithm.schemes(), 2 * bits_or_scalar)
                 }
                 KeyAlgorithm::Rsa { .. } => {
-                    require(token, MechanismType::SHA256_RSA_PKCS, "CKM_SHA256_RSA_PKCS")?;
-                    let pss = token.offers(MechanismType::SHA256_RSA_PKCS_PSS);
-                    let schemes: &'static [SignatureScheme] = if pss {
-                        algorithm.schemes()
-                    } else {
-                        &RSA_PKCS1_ONLY
-                    };
+                    if let Some(e) = missing(&RSA_PKCS1_ONLY) {
+                        return Err(e);
+                    }
+                    let schemes: &'static [SignatureScheme] =
+                        if missing(algorithm.schemes()).is_none() {
+                            algorithm.schemes()
+                        } else {
+                            &RSA_PKCS1_ONLY
+                        };
                     (schemes, bits_or_scalar.div_ceil(8))
                 }
                 _ => {
@@ -107,18 +142,20 @@ impl Pkcs11Key {
                     (algorithm.schemes(), 64)
                 }
             };
-            let ecdsa_hash_on_token = match algorithm {
-                KeyAlgorithm::EcdsaP256 => token.offers(MechanismType::ECDSA_SHA256),
-                KeyAlgorithm::EcdsaP384 => token.offers(MechanismType::ECDSA_SHA384),
-                _ => false,
-            };
+            let always_authenticate = session
+                .get_attributes(object, &[AttributeType::AlwaysAuthenticate])
+                .ok()
+                .into_iter()
+                .flatten()
+                .any(|a| matches!(a, Attribute::AlwaysAuthenticate(true)));
             Ok(Self {
                 token: token.clone(),
                 algorithm,
                 spki: public,
                 schemes,
-                ecdsa_hash_on_token,
+                hashed_on_token,
                 signature_len,
+                always_authenticate,
                 object: CachedObject::new(
                     locator.clone(),
                     ObjectClass::PRIVATE_KEY,
@@ -156,43 +193,98 @@ impl Pkcs11Key {
             mgf,
             s_len: len.into(),
         };
+        let pss256 = || pss(MechanismType::SHA256, PkcsMgfType::MGF1_SHA256, 32);
+        let pss384 = || pss(MechanismType::SHA384, PkcsMgfType::MGF1_SHA384, 48);
+        let pss512 = || pss(MechanismType::SHA512, PkcsMgfType::MGF1_SHA512, 64);
+        let whole: Cow<'a, [u8]> = message.into();
+        if self.hashed_on_token.contains(&scheme) {
+            let mechanism = match scheme {
+                EcdsaP256Sha256 => Mechanism::EcdsaSha256,
+                EcdsaP384Sha384 => Mechanism::EcdsaSha384,
+                RsaPkcs1Sha256 => Mechanism::Sha256RsaPkcs,
+                RsaPkcs1Sha384 => Mechanism::Sha384RsaPkcs,
+                RsaPkcs1Sha512 => Mechanism::Sha512RsaPkcs,
+                RsaPssSha256 => Mechanism::Sha256RsaPkcsPss(pss256()),
+                RsaPssSha384 => Mechanism::Sha384RsaPkcsPss(pss384()),
+                RsaPssSha512 => Mechanism::Sha512RsaPkcsPss(pss512()),
+                _ => Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
+            };
+            return (mechanism, whole);
+        }
+        let digest_info = |prefix: &[u8], digest: &[u8]| [prefix, digest].concat().into();
         match scheme {
-            EcdsaP256Sha256 if self.ecdsa_hash_on_token => (Mechanism::EcdsaSha256, message.into()),
             EcdsaP256Sha256 => (Mechanism::Ecdsa, Sha256::digest(message).to_vec().into()),
-            EcdsaP384Sha384 if self.ecdsa_hash_on_token => (Mechanism::EcdsaSha384, message.into()),
             EcdsaP384Sha384 => (Mechanism::Ecdsa, Sha384::digest(message).to_vec().into()),
-            RsaPkcs1Sha256 => (Mechanism::Sha256RsaPkcs, message.into()),
-            RsaPkcs1Sha384 => (Mechanism::Sha384RsaPkcs, message.into()),
-            RsaPkcs1Sha512 => (Mechanism::Sha512RsaPkcs, message.into()),
+            RsaPkcs1Sha256 => (
+                Mechanism::RsaPkcs,
+                digest_info(&DIGEST_INFO_SHA256, &Sha256::digest(message)),
+            ),
+            RsaPkcs1Sha384 => (
+                Mechanism::RsaPkcs,
+                digest_info(&DIGEST_INFO_SHA384, &Sha384::digest(message)),
+            ),
+            RsaPkcs1Sha512 => (
+                Mechanism::RsaPkcs,
+                digest_info(&DIGEST_INFO_SHA512, &Sha512::digest(message)),
+            ),
             RsaPssSha256 => (
-                Mechanism::Sha256RsaPkcsPss(pss(
-                    MechanismType::SHA256,
-                    PkcsMgfType::MGF1_SHA256,
-                    32,
-                )),
-                message.into(),
+                Mechanism::RsaPkcsPss(pss256()),
+                Sha256::digest(message).to_vec().into(),
             ),
             RsaPssSha384 => (
-                Mechanism::Sha384RsaPkcsPss(pss(
-                    MechanismType::SHA384,
-                    PkcsMgfType::MGF1_SHA384,
-                    48,
-                )),
-                message.into(),
+                Mechanism::RsaPkcsPss(pss384()),
+                Sha384::digest(message).to_vec().into(),
             ),
             RsaPssSha512 => (
-                Mechanism::Sha512RsaPkcsPss(pss(
-                    MechanismType::SHA512,
-                    PkcsMgfType::MGF1_SHA512,
-                    64,
-                )),
-                message.into(),
+                Mechanism::RsaPkcsPss(pss512()),
+                Sha512::digest(message).to_vec().into(),
             ),
             _ => (
                 Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
-                message.into(),
+                whole,
             ),
         }
+    }
+}
+
+/// The DER DigestInfo prefixes (RFC 8017, section 9.2, note 1) that `CKM_RSA_PKCS` needs before
+/// a digest computed here.
+const DIGEST_INFO_SHA256: [u8; 19] = [
+    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
+    0x00, 0x04, 0x20,
+];
+const DIGEST_INFO_SHA384: [u8; 19] = [
+    0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05,
+    0x00, 0x04, 0x30,
+];
+const DIGEST_INFO_SHA512: [u8; 19] = [
+    0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03, 0x05,
+    0x00, 0x04, 0x40,
+];
+
+/// A scheme's mechanisms: the one that hashes on the token, and the raw one that signs a digest
+/// computed here (the same for Ed25519, which has no raw form).
+fn mechanisms(scheme: SignatureScheme) -> (MechanismType, MechanismType) {
+    use SignatureScheme::*;
+    match scheme {
+        EcdsaP256Sha256 => (MechanismType::ECDSA_SHA256, MechanismType::ECDSA),
+        EcdsaP384Sha384 => (MechanismType::ECDSA_SHA384, MechanismType::ECDSA),
+        RsaPkcs1Sha256 => (MechanismType::SHA256_RSA_PKCS, MechanismType::RSA_PKCS),
+        RsaPkcs1Sha384 => (MechanismType::SHA384_RSA_PKCS, MechanismType::RSA_PKCS),
+        RsaPkcs1Sha512 => (MechanismType::SHA512_RSA_PKCS, MechanismType::RSA_PKCS),
+        RsaPssSha256 => (
+            MechanismType::SHA256_RSA_PKCS_PSS,
+            MechanismType::RSA_PKCS_PSS,
+        ),
+        RsaPssSha384 => (
+            MechanismType::SHA384_RSA_PKCS_PSS,
+            MechanismType::RSA_PKCS_PSS,
+        ),
+        RsaPssSha512 => (
+            MechanismType::SHA512_RSA_PKCS_PSS,
+            MechanismType::RSA_PKCS_PSS,
+        ),
+        _ => (MechanismType::EDDSA, MechanismType::EDDSA),
     }
 }
 
@@ -214,7 +306,13 @@ impl KeyHandle for Pkcs11Key {
         let (mechanism, data) = self.mechanism(scheme, message);
         let raw = self
             .object
-            .sign(&self.token.inner, &mechanism, &data, self.signature_len)
+            .sign(
+                &self.token.inner,
+                &mechanism,
+                &data,
+                self.signature_len,
+                self.always_authenticate,
+            )
             .map_err(|e| hsm_core::Error::device("C_Sign", e))?;
         match self.algorithm {
             KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 => {

@@ -16,7 +16,7 @@ mod token;
 mod uri;
 
 pub use cryptoki::mechanism::MechanismType;
-pub use error::Error;
+pub use error::{Error, PinTries};
 pub use hmac::Pkcs11HmacKey;
 pub use identity::Pkcs11IdentityBuilder;
 pub use key::Pkcs11Key;

@@ -4,11 +4,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::RvError;
+use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::slot::Slot;
 
-use crate::ffi::FunctionList;
+use crate::ffi::{FunctionList, RawTokenInfo};
 use crate::{Error, Pkcs11Uri};
+use cryptoki_sys::{
+    CKF_LOGIN_REQUIRED, CKF_TOKEN_INITIALIZED, CKF_USER_PIN_COUNT_LOW, CKF_USER_PIN_FINAL_TRY,
+    CKF_USER_PIN_INITIALIZED, CKF_USER_PIN_LOCKED, CKF_USER_PIN_TO_BE_CHANGED,
+};
 
 /// Directories searched for `module-name=NAME` (as `NAME.so`, `libNAME.so` and `NAME`).
 pub const MODULE_DIRS: [&str; 5] = [
@@ -23,7 +27,8 @@ pub const MODULE_DIRS: [&str; 5] = [
 /// single `C_Initialize`, so every [`Token`](crate::Token) on the same module shares it.
 pub struct Module {
     pub(crate) ctx: Pkcs11,
-    pub(crate) ffi: FunctionList,
+    /// The module's functions called directly, when they share cryptoki's state.
+    pub(crate) ffi: Option<FunctionList>,
     path: PathBuf,
 }
 
@@ -70,6 +75,7 @@ impl Module {
             path: path.to_owned(),
             reason,
         })?;
+        let ffi = ffi.shares_state().then_some(ffi);
         let module = Arc::new(Self {
             ctx,
             ffi,
@@ -130,20 +136,19 @@ impl Module {
             .map_err(|e| Error::from_cryptoki(e, "list slots"))?;
         let mut out = Vec::new();
         for slot in slots {
-            let info = match self.ctx.get_token_info(slot) {
+            let info = match self.token_info(slot) {
                 Ok(info) => info,
                 // A token removed between the two calls is simply not listed.
-                Err(_) => continue,
+                Err(CkError::Pkcs11(RvError::TokenNotPresent | RvError::DeviceRemoved, _)) => {
+                    continue;
+                }
+                Err(e) => return Err(Error::from_cryptoki(e, format!("slot {slot}"))),
             };
             let slot_info = self.ctx.get_slot_info(slot).ok();
             out.push(TokenInfo {
                 slot,
-                label: info.label().trim().to_owned(),
-                manufacturer: info.manufacturer_id().trim().to_owned(),
-                model: info.model().trim().to_owned(),
-                serial: info.serial_number().trim().to_owned(),
-                initialized: info.token_initialized(),
-                login_required: info.login_required(),
+                initialized: info.has(CKF_TOKEN_INITIALIZED),
+                login_required: info.has(CKF_LOGIN_REQUIRED),
                 slot_description: slot_info
                     .as_ref()
                     .map(|s| s.slot_description().trim().to_owned())
@@ -152,6 +157,21 @@ impl Module {
                     .as_ref()
                     .map(|s| s.manufacturer_id().trim().to_owned())
                     .unwrap_or_default(),
+                max_sessions: info.session_limit(),
+                user_pin_initialized: info.has(CKF_USER_PIN_INITIALIZED),
+                user_pin_locked: info.has(CKF_USER_PIN_LOCKED),
+                user_pin_to_be_changed: info.has(CKF_USER_PIN_TO_BE_CHANGED),
+                user_pin_tries: if info.has(CKF_USER_PIN_FINAL_TRY) {
+                    crate::PinTries::FinalTry
+                } else if info.has(CKF_USER_PIN_COUNT_LOW) {
+                    crate::PinTries::Low
+                } else {
+                    crate::PinTries::Unknown
+                },
+                label: info.label,
+                manufacturer: info.manufacturer,
+                model: info.model,
+                serial: info.serial,
             });
         }
         Ok(out)
@@ -234,11 +254,69 @@ impl Module {
     /// that token re-open their sessions and log in again on their next use.
     ///
     /// # Errors
-    /// [`Error::Pkcs11`] when the module fails.
+    /// [`Error::Pkcs11`] when the module fails, or cannot be called directly (p11-kit's client
+    /// module).
     pub fn close_all_sessions(&self, slot: Slot) -> Result<(), Error> {
-        self.ffi
-            .close_all_sessions(slot)
-            .map_err(|e| Error::from_cryptoki(e, format!("slot {}", slot.id())))
+        let closed = match &self.ffi {
+            Some(ffi) => ffi.close_all_sessions(slot),
+            // cryptoki does not wrap it; a module without a shared table cannot be reached.
+            None => Err(CkError::NullFunctionPointer),
+        };
+        closed.map_err(|e| Error::from_cryptoki(e, format!("slot {}", slot.id())))
+    }
+
+    /// `C_GetTokenInfo`, directly when possible (cryptoki rejects opencryptoki's clock field).
+    fn token_info(&self, slot: Slot) -> Result<RawTokenInfo, CkError> {
+        if let Some(ffi) = &self.ffi {
+            return ffi.token_info(slot);
+        }
+        let info = self.ctx.get_token_info(slot)?;
+        let flag = |on: bool, flag: cryptoki_sys::CK_FLAGS| if on { flag } else { 0 };
+        Ok(RawTokenInfo {
+            label: info.label().trim().to_owned(),
+            manufacturer: info.manufacturer_id().trim().to_owned(),
+            model: info.model().trim().to_owned(),
+            serial: info.serial_number().trim().to_owned(),
+            flags: flag(info.token_initialized(), CKF_TOKEN_INITIALIZED)
+                | flag(info.login_required(), CKF_LOGIN_REQUIRED)
+                | flag(info.user_pin_initialized(), CKF_USER_PIN_INITIALIZED)
+                | flag(info.user_pin_locked(), CKF_USER_PIN_LOCKED)
+                | flag(info.user_pin_to_be_changed(), CKF_USER_PIN_TO_BE_CHANGED)
+                | flag(info.user_pin_final_try(), CKF_USER_PIN_FINAL_TRY)
+                | flag(info.user_pin_count_low(), CKF_USER_PIN_COUNT_LOW),
+            max_sessions: match info.max_session_count() {
+                cryptoki::slot::Limit::Max(n) => n as cryptoki_sys::CK_ULONG,
+                _ => 0,
+            },
+        })
+    }
+
+    /// `C_SignInit` + `C_Sign`: one `C_Sign` into a buffer of `max_len` bytes through the
+    /// module's own table, else cryptoki's (which asks for the length first). With
+    /// `context_pin`, the context-specific login goes between the two.
+    pub(crate) fn sign(
+        &self,
+        session: &cryptoki::session::Session,
+        mechanism: &cryptoki::mechanism::Mechanism<'_>,
+        key: cryptoki::object::ObjectHandle,
+        data: &[u8],
+        max_len: usize,
+        context_pin: Option<&hsm_core::SecretString>,
+    ) -> Result<Vec<u8>, CkError> {
+        if let Some(ffi) = &self.ffi {
+            return ffi.sign(session, mechanism, key, data, max_len, context_pin);
+        }
+        match context_pin {
+            None => session.sign(mechanism, key, data),
+            Some(pin) => {
+                // cryptoki's single-part sign cannot log in between its two calls: multi-part.
+                session.sign_init(mechanism, key)?;
+                let pin = cryptoki::types::AuthPin::from(pin.expose().to_owned());
+                session.login(cryptoki::session::UserType::ContextSpecific, Some(&pin))?;
+                session.sign_update(data)?;
+                session.sign_final()
+            }
+        }
     }
 }
 
@@ -264,6 +342,17 @@ pub struct TokenInfo {
     pub slot_description: String,
     /// The slot's manufacturer.
     pub slot_manufacturer: String,
+    /// The most sessions the token allows at once (`ulMaxSessionCount`); `None` when it sets
+    /// no limit or does not say.
+    pub max_sessions: Option<u64>,
+    /// The user PIN has been set (`CKF_USER_PIN_INITIALIZED`).
+    pub user_pin_initialized: bool,
+    /// The user PIN is locked (`CKF_USER_PIN_LOCKED`).
+    pub user_pin_locked: bool,
+    /// The user PIN must be changed before use (`CKF_USER_PIN_TO_BE_CHANGED`).
+    pub user_pin_to_be_changed: bool,
+    /// What the token says of wrong PINs so far.
+    pub user_pin_tries: crate::PinTries,
 }
 
 impl TokenInfo {

@@ -61,16 +61,20 @@ impl CachedObject {
         mechanism: &Mechanism<'_>,
         data: &[u8],
         max_len: usize,
+        always_authenticate: bool,
     ) -> Result<Vec<u8>, Error> {
         token.with_session("C_Sign", |session, generation| {
             let mut stale = false;
             loop {
                 let object = self.handle(session, generation, stale, &token.label)?;
-                match token
-                    .module
-                    .ffi
-                    .sign(session, mechanism, object, data, max_len)
-                {
+                match token.module.sign(
+                    session,
+                    mechanism,
+                    object,
+                    data,
+                    max_len,
+                    always_authenticate.then(|| token.pin()).flatten(),
+                ) {
                     Ok(signature) => return Ok(signature),
                     Err(cryptoki::error::Error::Pkcs11(
                         RvError::KeyHandleInvalid | RvError::ObjectHandleInvalid,

@@ -66,11 +66,9 @@ impl Token {
             common.push(Attribute::Id(id.clone()));
         }
         let mut public = common.clone();
-        public.extend([
-            Attribute::Verify(true),
-            Attribute::Encrypt(false),
-            Attribute::Wrap(false),
-        ]);
+        // No CKA_VERIFY or CKA_ENCRYPT: the public key is only read, never used on the token,
+        // and tpm2-pkcs11 refuses a template that sets what it derives from the TPM object.
+        public.push(Attribute::Wrap(false));
         let mut private = common;
         private.extend(private_key_attributes());
         let mechanism = match spec {

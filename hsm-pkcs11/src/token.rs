@@ -50,12 +50,43 @@ impl fmt::Debug for Pin {
 
 /// Options for [`Token::open_with`].
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct OpenOptions {
     /// The module to load when the URI names none.
     pub module: Option<PathBuf>,
     /// The PIN, taking precedence over the URI's `pin-value`/`pin-source` and `PKCS11_PIN`.
     pub pin: Option<Pin>,
+    /// At most this many sessions at once (the token's own `ulMaxSessionCount` applies
+    /// anyway): a caller signing from more threads waits for a session.
+    pub max_sessions: Option<usize>,
 }
+
+impl OpenOptions {
+    /// Options with this module, and the PIN from the URI or the environment.
+    pub fn with_module(module: Option<PathBuf>) -> Self {
+        Self {
+            module,
+            ..Self::default()
+        }
+    }
+
+    /// With this PIN source.
+    #[must_use]
+    pub fn pin(mut self, pin: Pin) -> Self {
+        self.pin = Some(pin);
+        self
+    }
+
+    /// With at most this many sessions at once.
+    #[must_use]
+    pub fn max_sessions(mut self, max: usize) -> Self {
+        self.max_sessions = Some(max.max(1));
+        self
+    }
+}
+
+/// How long a signing thread waits for a session when the token's limit is reached.
+const SESSION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// An open, logged-in token, found by its URI attributes (never by slot number).
 ///
@@ -78,6 +109,86 @@ pub(crate) struct TokenInner {
     state: RwLock<State>,
     pool: Mutex<Vec<(u64, Session)>>,
     pub(crate) mechanisms: Vec<MechanismType>,
+    /// Sessions open now (the login session, pooled and in use, read-write ones) and the most
+    /// allowed, with a condition variable signalled when one closes or returns to the pool.
+    budget: Budget,
+}
+
+/// The token's session count, bounded.
+struct Budget {
+    limit: Option<usize>,
+    open: Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+impl Budget {
+    /// Counts one more open session, waiting (at most [`SESSION_WAIT`]) while the limit is
+    /// reached and `pool` has nothing idle: `Ok(false)` means a pooled session came back
+    /// meanwhile and should be taken instead.
+    fn reserve(&self, pool: &Mutex<Vec<(u64, Session)>>, token: &str) -> Result<bool, Error> {
+        let Some(limit) = self.limit else {
+            *self.open.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+            return Ok(true);
+        };
+        let started = std::time::Instant::now();
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if *open < limit {
+                *open += 1;
+                return Ok(true);
+            }
+            if pool.lock().is_ok_and(|p| !p.is_empty()) {
+                return Ok(false);
+            }
+            let left = SESSION_WAIT.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Err(Error::SessionLimit {
+                    token: token.to_owned(),
+                    limit,
+                    waited: SESSION_WAIT,
+                });
+            }
+            open = self
+                .freed
+                .wait_timeout(open, left.min(std::time::Duration::from_millis(50)))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    fn release(&self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        *open = open.saturating_sub(1);
+        self.freed.notify_one();
+    }
+
+    fn returned(&self) {
+        self.freed.notify_one();
+    }
+}
+
+/// A session counted in the token's budget; closing it (dropping) frees its place.
+pub(crate) struct CountedSession<'a> {
+    session: Option<Session>,
+    budget: &'a Budget,
+}
+
+impl std::ops::Deref for CountedSession<'_> {
+    type Target = Session;
+
+    fn deref(&self) -> &Session {
+        // Set at creation, taken only in drop.
+        self.session
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("a counted session is present until dropped"))
+    }
+}
+
+impl Drop for CountedSession<'_> {
+    fn drop(&mut self) {
+        drop(self.session.take());
+        self.budget.release();
+    }
 }
 
 struct State {
@@ -124,7 +235,33 @@ impl Token {
                 token: info.label.clone(),
             });
         }
+        if pin.is_some() {
+            // What the token says before a login is tried: a locked PIN stays locked, and an
+            // attempt would only count against it.
+            if info.user_pin_locked {
+                return Err(Error::PinLocked {
+                    token: info.label.clone(),
+                });
+            }
+            if info.login_required && !info.user_pin_initialized {
+                return Err(Error::PinNotInitialized {
+                    token: info.label.clone(),
+                });
+            }
+            if info.user_pin_to_be_changed {
+                return Err(Error::PinExpired {
+                    token: info.label.clone(),
+                });
+            }
+        }
         let login = login(&module, &info, pin.as_ref())?;
+        let limit = match (info.max_sessions, options.max_sessions) {
+            (Some(token), Some(asked)) => {
+                Some(usize::try_from(token).unwrap_or(usize::MAX).min(asked))
+            }
+            (Some(token), None) => Some(usize::try_from(token).unwrap_or(usize::MAX)),
+            (None, asked) => asked,
+        };
         let mechanisms = module
             .ctx
             .get_mechanism_list(info.slot)
@@ -145,8 +282,30 @@ impl Token {
                 }),
                 pool: Mutex::new(Vec::new()),
                 mechanisms,
+                // The login session is one of them.
+                budget: Budget {
+                    limit: limit.map(|l| l.max(2)),
+                    open: Mutex::new(1),
+                    freed: std::sync::Condvar::new(),
+                },
             }),
         })
+    }
+
+    /// Sessions this token handle has open now (the login session, idle pooled ones, those in
+    /// use), for diagnostics and tests.
+    pub fn open_sessions(&self) -> usize {
+        *self
+            .inner
+            .budget
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most sessions this token handle opens at once, if bounded.
+    pub fn session_limit(&self) -> Option<usize> {
+        self.inner.budget.limit
     }
 
     /// The token label.
@@ -180,6 +339,11 @@ impl TokenInner {
         self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The user PIN, if the token was opened with one (for context-specific logins).
+    pub(crate) fn pin(&self) -> Option<&SecretString> {
+        self.pin.as_ref()
+    }
+
     pub(crate) fn context(&self, what: &str) -> String {
         format!("token '{}', {what}", self.label)
     }
@@ -202,12 +366,14 @@ impl TokenInner {
                 }
                 Err(e) if is_recoverable(e.rv()) && attempt == 0 => {
                     log::warn!("{}: {e}; reconnecting", self.context(what));
-                    drop(session);
+                    self.discard(session);
                     attempt += 1;
                     self.recover(generation)?;
                 }
                 Err(e) => {
-                    if !is_recoverable(e.rv()) {
+                    if is_recoverable(e.rv()) {
+                        self.discard(session);
+                    } else {
                         self.give_back(generation, session);
                     }
                     return Err(e);
@@ -216,39 +382,96 @@ impl TokenInner {
         }
     }
 
-    /// A read-write session outside the pool, for object creation.
-    pub(crate) fn rw_session(&self) -> Result<(u64, Session), Error> {
+    /// A read-write session outside the pool, for object creation, counted in the budget.
+    pub(crate) fn rw_session(&self) -> Result<(u64, CountedSession<'_>), Error> {
+        // An idle pooled session gives its place to this one.
+        while !self.budget.reserve(&self.pool, &self.label)? {
+            self.close_one_pooled();
+        }
         let state = self.read_state();
-        let session = self
-            .module
-            .ctx
-            .open_rw_session(state.slot)
-            .map_err(|e| Error::from_cryptoki(e, self.context("open a read-write session")))?;
-        Ok((state.generation, session))
+        match self.module.ctx.open_rw_session(state.slot) {
+            Ok(session) => Ok((
+                state.generation,
+                CountedSession {
+                    session: Some(session),
+                    budget: &self.budget,
+                },
+            )),
+            Err(e) => {
+                self.budget.release();
+                Err(Error::from_cryptoki(
+                    e,
+                    self.context("open a read-write session"),
+                ))
+            }
+        }
+    }
+
+    /// Closes one idle pooled session, freeing its place in the budget.
+    fn close_one_pooled(&self) {
+        let popped = self.pool.lock().ok().and_then(|mut p| p.pop());
+        if let Some((_, session)) = popped {
+            drop(session);
+            self.budget.release();
+        }
     }
 
     fn take_session(&self, what: &str) -> Result<(u64, Session), Error> {
-        let state = self.read_state();
-        let generation = state.generation;
-        if let Ok(mut pool) = self.pool.lock() {
-            while let Some((g, session)) = pool.pop() {
-                if g == generation {
-                    return Ok((g, session));
+        loop {
+            let state = self.read_state();
+            let generation = state.generation;
+            // Sessions of an earlier generation: closed, their places freed (outside the pool's
+            // lock: the budget is locked before the pool, never after).
+            let mut stale = Vec::new();
+            let mut found = None;
+            if let Ok(mut pool) = self.pool.lock() {
+                while let Some((g, session)) = pool.pop() {
+                    if g == generation {
+                        found = Some((g, session));
+                        break;
+                    }
+                    stale.push(session);
                 }
             }
+            for session in stale {
+                self.discard(session);
+            }
+            if let Some(found) = found {
+                return Ok(found);
+            }
+            drop(state);
+            if !self.budget.reserve(&self.pool, &self.label)? {
+                // An idle session came back while waiting: take it.
+                continue;
+            }
+            let state = self.read_state();
+            return match self.module.ctx.open_ro_session(state.slot) {
+                Ok(session) => Ok((state.generation, session)),
+                Err(e) => {
+                    self.budget.release();
+                    Err(Error::from_cryptoki(e, self.context(what)))
+                }
+            };
         }
-        let session = self
-            .module
-            .ctx
-            .open_ro_session(state.slot)
-            .map_err(|e| Error::from_cryptoki(e, self.context(what)))?;
-        Ok((generation, session))
     }
 
     fn give_back(&self, generation: u64, session: Session) {
-        if let Ok(mut pool) = self.pool.lock() {
-            pool.push((generation, session));
+        match self.pool.lock() {
+            Ok(mut pool) => {
+                pool.push((generation, session));
+                self.budget.returned();
+            }
+            Err(_) => {
+                drop(session);
+                self.budget.release();
+            }
         }
+    }
+
+    /// A session that failed beyond recovery: closed, its place freed.
+    fn discard(&self, session: Session) {
+        drop(session);
+        self.budget.release();
     }
 
     /// Finds the token again, logs in on a new session, and starts a new generation. Does
@@ -258,8 +481,13 @@ impl TokenInner {
         if state.generation != seen {
             return Ok(());
         }
-        if let Ok(mut pool) = self.pool.lock() {
-            pool.clear();
+        let idle: Vec<_> = self
+            .pool
+            .lock()
+            .map(|mut pool| pool.drain(..).collect())
+            .unwrap_or_default();
+        for (_, session) in idle {
+            self.discard(session);
         }
         let info = self.module.find_token(&self.selector)?;
         let login = login(&self.module, &info, self.pin.as_ref())?;
@@ -301,20 +529,40 @@ fn login(module: &Module, info: &TokenInfo, pin: Option<&SecretString>) -> Resul
     let auth = AuthPin::from(pin.expose().to_owned());
     match session.login(UserType::User, Some(&auth)) {
         Ok(()) => Ok(session),
+        // Login state is shared by all sessions of the application: another handle on this
+        // token logged in already.
         Err(cryptoki::error::Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
-        Err(e) => Err(login_error(e, &info.label)),
+        Err(e) => {
+            // After a wrong PIN, what the token says of the tries left.
+            let tries = module
+                .tokens()
+                .ok()
+                .and_then(|t| t.into_iter().find(|t| t.slot == info.slot))
+                .map(|t| t.user_pin_tries)
+                .unwrap_or_default();
+            Err(login_error(e, &info.label, tries))
+        }
     }
 }
 
 /// A failed `C_Login` as the error an operator can act on.
-fn login_error(error: cryptoki::error::Error, token: &str) -> Error {
+fn login_error(error: cryptoki::error::Error, token: &str, tries: crate::PinTries) -> Error {
     match error {
         cryptoki::error::Error::Pkcs11(RvError::PinIncorrect, _) => Error::WrongPin {
             token: token.to_owned(),
+            tries,
         },
         cryptoki::error::Error::Pkcs11(RvError::PinLocked, _) => Error::PinLocked {
             token: token.to_owned(),
         },
+        cryptoki::error::Error::Pkcs11(RvError::PinExpired, _) => Error::PinExpired {
+            token: token.to_owned(),
+        },
+        cryptoki::error::Error::Pkcs11(RvError::UserPinNotInitialized, _) => {
+            Error::PinNotInitialized {
+                token: token.to_owned(),
+            }
+        }
         e => Error::from_cryptoki(e, format!("token '{token}'")),
     }
 }
@@ -360,18 +608,35 @@ mod tests {
     #[test]
     fn login_failures_map_to_operator_errors() {
         let failed = |rv| cryptoki::error::Error::Pkcs11(rv, Function::Login);
-        let locked = login_error(failed(RvError::PinLocked), "dev");
+        let none = crate::PinTries::Unknown;
+        let locked = login_error(failed(RvError::PinLocked), "dev", none);
         assert!(matches!(locked, Error::PinLocked { .. }));
         assert_eq!(
             locked.to_string(),
             "the PIN of token 'dev' is locked (CKR_PIN_LOCKED): unlock it with the SO PIN"
         );
         assert!(matches!(
-            login_error(failed(RvError::PinIncorrect), "dev"),
+            login_error(failed(RvError::PinIncorrect), "dev", none),
             Error::WrongPin { .. }
         ));
-        let other = login_error(failed(RvError::UserPinNotInitialized), "dev");
-        assert_eq!(other.rv(), Some(RvError::UserPinNotInitialized));
+        let last = login_error(
+            failed(RvError::PinIncorrect),
+            "dev",
+            crate::PinTries::FinalTry,
+        );
+        assert_eq!(
+            last.to_string(),
+            "wrong PIN for token 'dev' (CKR_PIN_INCORRECT); one more wrong PIN locks the token"
+        );
+        let expired = login_error(failed(RvError::PinExpired), "dev", none);
+        assert!(matches!(expired, Error::PinExpired { .. }), "{expired:?}");
+        let unset = login_error(failed(RvError::UserPinNotInitialized), "dev", none);
+        assert!(
+            matches!(unset, Error::PinNotInitialized { .. }),
+            "{unset:?}"
+        );
+        let other = login_error(failed(RvError::TokenNotRecognized), "dev", none);
+        assert_eq!(other.rv(), Some(RvError::TokenNotRecognized));
         assert!(other.to_string().contains("C_Login"), "{other}");
     }
 

@@ -269,10 +269,7 @@ fn pin_from_file_env_and_callback() {
             pin_file.display()
         )))
         .unwrap();
-        let options = |pin| OpenOptions {
-            pin: Some(pin),
-            ..OpenOptions::default()
-        };
+        let options = |pin| OpenOptions::default().pin(pin);
         Token::open_with(&uri(&base), &options(Pin::File(pin_file.clone()))).unwrap();
         // From the environment (the harness sets HSM_TESTKIT_USER_PIN in the child process).
         Token::open_with(
@@ -316,12 +313,14 @@ fn bad_input_gives_typed_errors() {
         ))
         .unwrap_err();
         assert!(
-            matches!(&err, Error::WrongPin { token } if token == "errors"),
+            matches!(&err, Error::WrongPin { token, .. } if token == "errors"),
             "{err}"
         );
+        // SoftHSM2 flags CKF_USER_PIN_COUNT_LOW after a wrong PIN (though it never locks).
         assert_eq!(
             err.to_string(),
-            "wrong PIN for token 'errors' (CKR_PIN_INCORRECT)"
+            "wrong PIN for token 'errors' (CKR_PIN_INCORRECT); the token reports few tries left \
+             (CKF_USER_PIN_COUNT_LOW): check the PIN before trying again"
         );
 
         let err = open(format!(

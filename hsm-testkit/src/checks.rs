@@ -18,6 +18,39 @@ use crate::pki::{cert_pem, sha256_hex};
 use crate::tls::{self, Version};
 use crate::{Subject, tools, verify};
 
+/// One check of the suite: its name (the test's, in [`conformance_tests!`](crate::conformance_tests)) and the
+/// function, which panics with a precise message when the driver breaks the contract.
+pub type Check = (&'static str, fn(&Subject));
+
+/// Every check, in the order [`conformance_tests!`](crate::conformance_tests) lists them: for
+/// runners outside `cargo test` (`hsm-provision conformance`).
+pub fn all() -> Vec<Check> {
+    vec![
+        ("sign_round_trip_every_scheme", sign_round_trip),
+        ("public_key_matches_leaf", public_key_matches_leaf),
+        (
+            "certificate_signed_through_handle_verifies",
+            certificate_through_handle,
+        ),
+        ("csr_signed_through_handle_verifies", csr_through_handle),
+        ("tls13_mutual_auth_rustls_server", |s| {
+            tls_rustls(s, Version::Tls13)
+        }),
+        ("tls12_mutual_auth_rustls_server", |s| {
+            tls_rustls(s, Version::Tls12)
+        }),
+        ("tls13_mutual_auth_openssl_s_server", |s| {
+            tls_openssl(s, Version::Tls13)
+        }),
+        ("tls12_mutual_auth_openssl_s_server", |s| {
+            tls_openssl(s, Version::Tls12)
+        }),
+        ("concurrent_signing_8_threads", concurrent_signing),
+        ("unsupported_schemes_are_typed_errors", unsupported_schemes),
+        ("debug_output_is_redacted", debug_redacted),
+    ]
+}
+
 fn messages() -> Vec<Vec<u8>> {
     vec![
         Vec::new(),

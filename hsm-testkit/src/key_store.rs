@@ -241,6 +241,19 @@ pub fn labels_and_delete(subject: &StoreSubject) {
     }
 }
 
+/// One key-store check: its name and the function (which panics when the store breaks the
+/// contract).
+pub type StoreCheck = (&'static str, fn(&StoreSubject));
+
+/// Every key-store check, in the order the macro lists them.
+pub fn all() -> Vec<StoreCheck> {
+    vec![
+        ("key_store_generate_sign_find", generate_sign_find),
+        ("key_store_chain_round_trip", chain_round_trip),
+        ("key_store_labels_and_delete", labels_and_delete),
+    ]
+}
+
 /// Instantiates the key-store conformance suite as `#[test]` functions for a factory
 /// expression of type `fn() -> StoreSubject`, optionally inside a `wrap` (as
 /// [`conformance_tests!`](crate::conformance_tests)).

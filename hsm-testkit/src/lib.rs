@@ -4,14 +4,19 @@
 #![allow(clippy::expect_used)]
 
 pub mod checks;
+pub mod child;
 pub mod key_store;
+pub mod opencryptoki;
+pub mod p11kit;
 pub mod pki;
 pub mod report;
 pub mod softhsm;
 pub mod swtpm;
+pub mod tabrmd;
 pub mod tinyproxy;
 pub mod tls;
 pub mod tools;
+pub mod tpm2_pkcs11;
 pub mod verify;
 
 use std::sync::Arc;

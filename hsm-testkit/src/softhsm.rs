@@ -67,26 +67,14 @@ impl SoftHsm {
         }
         tools::require("softhsm2-util", "softhsm2");
         let module = Self::module_path();
-        let test = std::thread::current().name().map(str::to_owned).expect(
-            "SoftHsm::isolated must run on a libtest test thread (its name is the test path)",
-        );
         let dir = tempfile::tempdir().expect("temp dir");
         let conf = Self::write_config(dir.path());
-        let exe = std::env::current_exe().expect("test binary");
-        let output = Command::new(exe)
-            .args([test.as_str(), "--exact", "--nocapture", "--test-threads=1"])
+        let mut command = crate::child::rerun_this_test();
+        command
             .env("SOFTHSM2_CONF", &conf)
             .env(CHILD_ENV, dir.path())
-            .env(PIN_ENV, USER_PIN)
-            .output()
-            .expect("run the test in a child process");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success() && stdout.contains("1 passed"),
-            "{test} failed in its SoftHSM child process ({}):\n{stdout}\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
+            .env(PIN_ENV, USER_PIN);
+        crate::child::expect_pass(command);
         drop(module);
     }
 

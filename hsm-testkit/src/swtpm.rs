@@ -62,6 +62,73 @@ impl Swtpm {
         Self::launch(state_dir.to_owned(), None)
     }
 
+    /// Starts swtpm on a state "manufactured" by `swtpm_setup --create-ek-cert`: EK
+    /// certificates in NV (RSA 2048 at `0x01c00002`, ECC at `0x01c00016`), issued by a local
+    /// CA made for this TPM, whose certificates are [`ek_ca`](Self::ek_ca).
+    ///
+    /// # Panics
+    /// As [`start`](Self::start), and when `swtpm_setup` fails.
+    pub fn start_manufactured() -> Swtpm {
+        require_swtpm();
+        crate::tools::require("swtpm_setup", "swtpm-tools");
+        let state = tempfile::Builder::new()
+            .prefix("swtpm-state-")
+            .tempdir()
+            .expect("temp dir for the swtpm state");
+        let ca = state.path().join("localca");
+        std::fs::create_dir_all(&ca).expect("local CA folder");
+        let localca = state.path().join("swtpm-localca.conf");
+        std::fs::write(
+            &localca,
+            format!(
+                "statedir = {ca}\nsignkey = {ca}/signkey.pem\nsigningkey = {ca}/signkey.pem\n\
+                 issuercert = {ca}/issuercert.pem\ncertserial = {ca}/certserial\n",
+                ca = ca.display()
+            ),
+        )
+        .expect("swtpm-localca.conf");
+        let setup = state.path().join("swtpm_setup.conf");
+        std::fs::write(
+            &setup,
+            format!(
+                "create_certs_tool = /usr/bin/swtpm_localca\ncreate_certs_tool_config = {}\n\
+                 active_pcr_banks = sha256\n",
+                localca.display()
+            ),
+        )
+        .expect("swtpm_setup.conf");
+        let tpm_state = state.path().join("tpm");
+        std::fs::create_dir_all(&tpm_state).expect("tpm state folder");
+        let output = Command::new("swtpm_setup")
+            .args(["--tpm2", "--create-ek-cert", "--overwrite", "--tpmstate"])
+            .arg(&tpm_state)
+            .arg("--config")
+            .arg(&setup)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run swtpm_setup: {e}"));
+        assert!(
+            output.status.success(),
+            "swtpm_setup failed:\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Self::launch(tpm_state, Some(state))
+    }
+
+    /// The local CA's certificates (root, then the issuer of the EK certificates) of a
+    /// [`start_manufactured`](Self::start_manufactured) swtpm, as PEM files.
+    pub fn ek_ca(&self) -> Vec<PathBuf> {
+        let ca = self
+            .state_dir
+            .parent()
+            .map(|p| p.join("localca"))
+            .unwrap_or_default();
+        vec![
+            ca.join("swtpm-localca-rootca-cert.pem"),
+            ca.join("issuercert.pem"),
+        ]
+    }
+
     fn launch(state_dir: PathBuf, owned_state: Option<TempDir>) -> Swtpm {
         require_swtpm();
         let scratch = tempfile::Builder::new()

@@ -6,9 +6,13 @@ use std::process::{Command, Output};
 
 /// Panics with an install hint when `tool` is not on `PATH`: a missing tool fails the suite, it
 /// never skips it silently. `scripts/test.sh` installs every tool, so this only bites by hand.
+/// The tool is looked up, not run (some daemons start on any argument).
 pub fn require(tool: &str, debian_package: &str) {
-    let found = Command::new(tool).arg("version").output().is_ok()
-        || Command::new(tool).arg("--version").output().is_ok();
+    let found = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path)
+            .chain(["/usr/sbin", "/sbin"].map(std::path::PathBuf::from))
+            .any(|dir| dir.join(tool).is_file())
+    });
     assert!(
         found,
         "`{tool}` is not installed. Install it with `sudo apt-get install {debian_package}` \

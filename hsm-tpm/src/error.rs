@@ -39,6 +39,36 @@ pub enum Error {
         source: TssError,
     },
 
+    /// The TPM refused an authorisation: a wrong password or policy for the object
+    /// (`TPM_RC_AUTH_FAIL`, `TPM_RC_BAD_AUTH`). Failures on objects with dictionary-attack
+    /// protection count toward the TPM's lockout.
+    #[error(
+        "the TPM refused the authorisation for {operation} ({command}): a wrong password or policy for the object"
+    )]
+    AuthFailed {
+        /// What the caller was doing.
+        operation: &'static str,
+        /// The TPM command.
+        command: &'static str,
+        /// The TPM's response code.
+        #[source]
+        source: TssError,
+    },
+
+    /// The TPM is in dictionary-attack lockout after too many authorisation failures
+    /// (`TPM_RC_LOCKOUT`): it refuses authorisations with a password until the lockout
+    /// recovery time passes, or the lockout hierarchy clears it.
+    #[error(
+        "the TPM is in dictionary-attack lockout after too many authorisation failures ({operation}): wait for it to recover, or clear it with the lockout authorisation (tpm2_dictionarylockout --clear-lockout)"
+    )]
+    Lockout {
+        /// What the caller was doing.
+        operation: &'static str,
+        /// The TPM's response code.
+        #[source]
+        source: TssError,
+    },
+
     /// The activation blob is malformed (truncated, inconsistent sizes, trailing bytes).
     #[error("malformed activation blob")]
     MalformedBlob(#[source] tpm_wire::Error),
@@ -150,6 +180,8 @@ impl Error {
         match self {
             Self::Unavailable { source, .. }
             | Self::Tpm { source, .. }
+            | Self::AuthFailed { source, .. }
+            | Self::Lockout { source, .. }
             | Self::BlobRejected { source, .. } => source.code(),
             _ => None,
         }
@@ -169,10 +201,23 @@ impl Error {
         operation: &'static str,
         command: &'static str,
     ) -> impl FnOnce(tss_esapi::Error) -> Self {
-        move |source| Self::Tpm {
-            operation,
-            command,
-            source: source.into(),
+        move |source| {
+            let source = TssError::from(source);
+            match source.tpm_rc() {
+                // TPM_RC_LOCKOUT (a warning).
+                Some(0x921) => Self::Lockout { operation, source },
+                // TPM_RC_AUTH_FAIL, TPM_RC_BAD_AUTH (format 1, session bits dropped).
+                Some(0x08E | 0x0A2) => Self::AuthFailed {
+                    operation,
+                    command,
+                    source,
+                },
+                _ => Self::Tpm {
+                    operation,
+                    command,
+                    source,
+                },
+            }
         }
     }
 }

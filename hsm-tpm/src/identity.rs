@@ -146,6 +146,21 @@ impl TpmIdentity {
         }
     }
 
+    /// The EK's public key as a DER `SubjectPublicKeyInfo`; `None` for an EK of a kind this
+    /// crate cannot express (an ECC EK on another curve than P-256).
+    ///
+    /// # Errors
+    /// [`Error::MalformedPublic`] when the stored EK does not parse.
+    pub fn ek_spki(&self) -> Result<Option<Vec<u8>>, Error> {
+        let malformed = |_| Error::MalformedPublic { what: "the EK" };
+        let buffer =
+            tss_esapi::structures::PublicBuffer::unmarshall(&self.ek).map_err(malformed)?;
+        let public = tss_esapi::structures::Public::try_from(buffer).map_err(malformed)?;
+        Ok(crate::public::signing_key(&public)
+            .ok()
+            .map(|(_, spki)| spki))
+    }
+
     /// The TPM connection.
     pub fn tpm(&self) -> &Tpm {
         &self.tpm

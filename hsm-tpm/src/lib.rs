@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![deny(unsafe_code)]
 
+mod ek_certificate;
 mod error;
 mod handle;
 mod identity;
@@ -12,6 +13,7 @@ mod tcti;
 mod templates;
 mod tpm;
 
+pub use ek_certificate::{EK_CERTIFICATE_INDICES, EkCertificate};
 pub use error::{Error, TssError};
 pub use handle::PersistentHandle;
 pub use identity::{TpmHmacKey, TpmIdentity, TpmIdentityBuilder};

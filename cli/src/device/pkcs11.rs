@@ -47,9 +47,10 @@ pub(crate) struct Pkcs11Options {
 
 impl Pkcs11Options {
     fn open_options(&self) -> OpenOptions {
-        OpenOptions {
-            module: self.module.clone(),
-            pin: self.pin_file.clone().map(Pin::File),
+        let options = OpenOptions::with_module(self.module.clone());
+        match &self.pin_file {
+            Some(path) => options.pin(Pin::File(path.clone())),
+            None => options,
         }
     }
 }
