@@ -301,9 +301,12 @@ pub fn concurrent_signing(subject: &Subject) {
             })
         })
         .collect();
+    // Every thread joined before any result is judged: a failure must not leave threads
+    // signing through the driver while the process goes on (or exits under them).
+    let results: Vec<_> = handles.into_iter().map(std::thread::JoinHandle::join).collect();
     let mut verified = 0;
-    for handle in handles {
-        for (message, signature) in handle.join().expect("signing thread panicked") {
+    for result in results {
+        for (message, signature) in result.expect("signing thread panicked") {
             let signature =
                 signature.unwrap_or_else(|e| panic!("{}: concurrent sign: {e}", subject.name));
             verify::rustcrypto(scheme, subject.key.public_key_der(), &message, &signature)
