@@ -303,7 +303,10 @@ pub fn concurrent_signing(subject: &Subject) {
         .collect();
     // Every thread joined before any result is judged: a failure must not leave threads
     // signing through the driver while the process goes on (or exits under them).
-    let results: Vec<_> = handles.into_iter().map(std::thread::JoinHandle::join).collect();
+    let results: Vec<_> = handles
+        .into_iter()
+        .map(std::thread::JoinHandle::join)
+        .collect();
     let mut verified = 0;
     for result in results {
         for (message, signature) in result.expect("signing thread panicked") {
