@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
-# The whole test suite, on a fresh machine: installs the system packages the tests need when they
-# are missing, then runs formatting, lints, every test, the docs build and the quickstart.
+# The whole test suite, on a fresh machine: installs the system packages the tests need (and
+# cargo-deny) when they are missing, then runs formatting, lints, the MSRV and supply-chain
+# checks, every test, the docs build, packaging and the quickstart.
 # Usage: ./scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+CARGO_DENY_VERSION=0.20.2
 PACKAGES=(pkg-config libtss2-dev softhsm2 swtpm swtpm-tools tpm2-tools opensc openssl tinyproxy
   gcc libssl-dev libengine-pkcs11-openssl
   libtpm2-pkcs11-1 libtpm2-pkcs11-tools opencryptoki p11-kit p11-kit-modules
-  tpm2-abrmd libtss2-tcti-tabrmd0 dbus-daemon)
+  tpm2-abrmd libtss2-tcti-tabrmd0 dbus-daemon python3)
 
 . scripts/lib/common.sh
 
 step "system packages"
 apt_install "${PACKAGES[@]}"
 for tool in openssl softhsm2-util swtpm tpm2_createek pkcs11-tool pkg-config cc tinyproxy \
-  tpm2_ptool tpm2-abrmd dbus-daemon pkcsslotd p11-kit unshare; do
+  tpm2_ptool tpm2-abrmd dbus-daemon pkcsslotd p11-kit unshare python3; do
   command -v "$tool" >/dev/null || { echo "error: $tool still missing after install" >&2; exit 1; }
 done
 
@@ -26,6 +28,19 @@ cargo fmt --all --check
 
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "MSRV: no locked dependency needs a newer Rust than our rust-version (clippy checks our code)"
+cargo metadata --format-version 1 --locked | python3 scripts/lib/msrv-deps.py
+
+step "cargo deny check licenses bans sources (deny.toml)"
+# Installed from crates.io when missing, as the system packages are (a debug build: quicker to
+# compile, and fast enough for a graph this size).
+if ! cargo deny --version >/dev/null 2>&1; then
+  step "installing cargo-deny $CARGO_DENY_VERSION from crates.io"
+  cargo install --locked --debug --quiet cargo-deny --version "$CARGO_DENY_VERSION" \
+    || fail "cannot install cargo-deny (cargo install --locked cargo-deny)"
+fi
+cargo deny check licenses bans sources
 
 step "cargo test --workspace --all-targets (unit, integration, conformance, examples, bench smoke)"
 cargo test --workspace --all-targets --locked
@@ -43,6 +58,13 @@ step "fuzz targets: built, and each run for a few seconds (./scripts/fuzz.sh 600
 # A debug build without a sanitizer, quick to build: enough to catch a target that dies on its
 # own (a panic in the target or in the code it fuzzes).
 FUZZ_QUICK=1 scripts/fuzz.sh 5
+
+step "cargo package --workspace: every publishable crate packaged, unpacked and built on its own"
+# Our unpublished crates come from a local overlay of the workspace's own packages; the rest from
+# crates.io, as for a user.
+# (--allow-dirty: packages what is in the working tree, committed or not.)
+cargo package --workspace --exclude hsm-examples --exclude hsm-examples-tpm --locked --quiet \
+  --allow-dirty
 
 step "cargo run --example quickstart"
 cargo run --example quickstart --locked

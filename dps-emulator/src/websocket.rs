@@ -6,8 +6,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use async_tungstenite::tokio::TokioAdapter;
-use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -16,6 +14,7 @@ use hyper::header::{CONNECTION, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET
 use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::CertificateDer;
+use tokio_util::compat::TokioAsyncReadCompatExt as _;
 
 use crate::https::Limits;
 use crate::service::{Reply, Service};
@@ -76,7 +75,7 @@ pub(crate) fn upgrade(
         config.max_message_size = Some(MAX_MESSAGE);
         config.max_frame_size = Some(MAX_MESSAGE);
         let socket = async_tungstenite::WebSocketStream::from_raw_socket(
-            TokioAdapter::new(TokioIo::new(io)),
+            TokioIo::new(io).compat(),
             Role::Server,
             Some(config),
         )
@@ -96,7 +95,7 @@ pub(crate) fn upgrade(
     let headers = response.headers_mut();
     headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+    if let Ok(accept) = HeaderValue::from_str(&accept_key(key.as_bytes())) {
         headers.insert(SEC_WEBSOCKET_ACCEPT, accept);
     }
     headers.insert(
@@ -108,4 +107,27 @@ pub(crate) fn upgrade(
 
 fn reply(reply: Reply) -> Response<Full<Bytes>> {
     crate::https::respond(reply)
+}
+
+/// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (RFC 6455, section 4.2.2): base64 of the
+/// SHA-1 of the key and the protocol's GUID.
+fn accept_key(key: &[u8]) -> String {
+    use base64::Engine as _;
+    use sha1::Digest as _;
+    let mut hash = sha1::Sha1::new();
+    hash.update(key);
+    hash.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(hash.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn accept_key_is_rfc_6455s_example() {
+        // RFC 6455, section 1.3.
+        assert_eq!(
+            super::accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
 }

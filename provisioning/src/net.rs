@@ -1,8 +1,9 @@
 //! The network under every transport, one way for all of them: TCP to the service, or to an
 //! HTTP proxy and through its `CONNECT` tunnel (the answer parsed by httparse); then TLS with the
 //! service's name (tokio-rustls: the TLS session ends at DPS or the hub, never at the proxy);
-//! then, for the WebSocket transports, a WebSocket (async-tungstenite, subprotocol `mqtt`)
-//! whose binary messages carry the bytes (ws_stream_tungstenite). What comes out is a byte
+//! then, for the WebSocket transports, a WebSocket (the upgrade written and parsed here; the
+//! framing async-tungstenite's; subprotocol `mqtt`) whose binary messages carry the bytes
+//! (ws_stream_tungstenite). What comes out is a byte
 //! stream; HTTP/1.1 and MQTT run on it unchanged.
 
 use std::pin::Pin;
@@ -10,8 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use async_tungstenite::tungstenite::client::IntoClientRequest as _;
-use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -32,8 +32,10 @@ pub(crate) type Stream = Box<dyn Io>;
 pub(crate) const WEBSOCKET_PATH: &str = "/$iothub/websocket";
 /// The largest WebSocket message accepted (an MQTT packet is at most a few hundred KiB).
 const MAX_WEBSOCKET_MESSAGE: usize = 1024 * 1024;
-/// The largest proxy answer to `CONNECT` (its headers) read.
-const MAX_PROXY_HEADERS: usize = 16 * 1024;
+/// The largest answer head (a proxy's to `CONNECT`, a server's to the WebSocket upgrade) read.
+const MAX_ANSWER_HEAD: usize = 16 * 1024;
+/// The GUID RFC 6455 appends to `Sec-WebSocket-Key` for `Sec-WebSocket-Accept`.
+const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /// Which service a connection goes to, for messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -190,7 +192,7 @@ async fn within<T>(
 /// written and the answer's head parsed here (httparse), not by an HTTP client, so that the
 /// socket stays ours: see [`QuickAck`].
 async fn tunnel(route: &Route<'_>, proxy: &Proxy) -> Result<Stream, Error> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::io::AsyncWriteExt as _;
 
     let failed = |status: Option<u16>, reason: String, source: Option<BoxError>| Error::Proxy {
         proxy: proxy.to_string(),
@@ -226,35 +228,25 @@ async fn tunnel(route: &Route<'_>, proxy: &Proxy) -> Result<Stream, Error> {
     };
     tcp.write_all(request.as_bytes()).await.map_err(lost)?;
     drop(request);
-    let mut head = Vec::with_capacity(512);
-    let (status, more) = loop {
-        let mut chunk = [0u8; 1024];
-        let n = tcp.read(&mut chunk).await.map_err(lost)?;
-        if n == 0 {
+    let (status, more) = match read_head(&mut tcp).await {
+        Ok(head) => (head.status, head.more),
+        Err(HeadError::Io(e)) => return Err(lost(e)),
+        Err(HeadError::Closed) => {
             return Err(failed(
                 None,
                 "closed the connection without answering CONNECT".into(),
                 None,
             ));
         }
-        head.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut response = httparse::Response::new(&mut headers);
-        match response.parse(&head) {
-            Ok(httparse::Status::Complete(length)) => {
-                break (response.code.unwrap_or_default(), length < head.len());
-            }
-            Ok(httparse::Status::Partial) if head.len() < MAX_PROXY_HEADERS => {}
-            Ok(httparse::Status::Partial) => {
-                return Err(failed(None, "sent an answer head too large".into(), None));
-            }
-            Err(e) => {
-                return Err(failed(
-                    None,
-                    "did not answer as an HTTP proxy".into(),
-                    Some(Box::new(e)),
-                ));
-            }
+        Err(HeadError::TooLarge) => {
+            return Err(failed(None, "sent an answer head too large".into(), None));
+        }
+        Err(HeadError::Malformed(e)) => {
+            return Err(failed(
+                None,
+                "did not answer as an HTTP proxy".into(),
+                Some(Box::new(e)),
+            ));
         }
     };
     if !(200..300).contains(&status) {
@@ -283,6 +275,55 @@ async fn tunnel(route: &Route<'_>, proxy: &Proxy) -> Result<Stream, Error> {
         ));
     }
     Ok(Box::new(QuickAck::new(tcp)))
+}
+
+/// An HTTP/1.1 answer's head, as [`read_head`] reads it.
+struct Head {
+    status: u16,
+    /// Its headers, names lowercased.
+    headers: Vec<(String, Vec<u8>)>,
+    /// Bytes followed the head in what was read.
+    more: bool,
+}
+
+/// Why [`read_head`] found no answer head.
+enum HeadError {
+    Io(std::io::Error),
+    Closed,
+    TooLarge,
+    Malformed(httparse::Error),
+}
+
+/// Reads an HTTP/1.1 answer's head (at most [`MAX_ANSWER_HEAD`] bytes) from `io`.
+async fn read_head(io: &mut (impl AsyncRead + Unpin)) -> Result<Head, HeadError> {
+    use tokio::io::AsyncReadExt as _;
+    let mut head = Vec::with_capacity(512);
+    loop {
+        let mut chunk = [0u8; 1024];
+        let n = io.read(&mut chunk).await.map_err(HeadError::Io)?;
+        if n == 0 {
+            return Err(HeadError::Closed);
+        }
+        head.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut headers);
+        match response.parse(&head) {
+            Ok(httparse::Status::Complete(length)) => {
+                return Ok(Head {
+                    status: response.code.unwrap_or_default(),
+                    headers: response
+                        .headers
+                        .iter()
+                        .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
+                        .collect(),
+                    more: length < head.len(),
+                });
+            }
+            Ok(httparse::Status::Partial) if head.len() < MAX_ANSWER_HEAD => {}
+            Ok(httparse::Status::Partial) => return Err(HeadError::TooLarge),
+            Err(e) => return Err(HeadError::Malformed(e)),
+        }
+    }
 }
 
 /// A tunnel's socket that acknowledges at once what it receives (Linux `TCP_QUICKACK`, set
@@ -348,47 +389,121 @@ impl AsyncWrite for QuickAck {
     }
 }
 
-/// A WebSocket over `stream`, its binary messages as a byte stream.
+/// A WebSocket over `stream`, its binary messages as a byte stream. The upgrade (RFC 6455,
+/// section 4) is written and its answer parsed here, as for the proxy's `CONNECT`; the framing
+/// after it is async-tungstenite's.
 async fn websocket(
     route: &Route<'_>,
     protocol: &'static str,
-    stream: Stream,
+    mut stream: Stream,
 ) -> Result<Stream, Error> {
+    use base64::Engine as _;
+    use sha1::Digest as _;
+    use tokio::io::AsyncWriteExt as _;
+    use tokio_util::compat::TokioAsyncReadCompatExt as _;
+
     let refused = |reason: String, source: Option<BoxError>| Error::WebSocket { reason, source };
     let host = crate::endpoint::Endpoint {
         host: route.server_name.to_owned(),
         port: route.port,
     }
     .authority();
-    let mut request = format!("wss://{host}{WEBSOCKET_PATH}")
-        .into_client_request()
-        .map_err(|e| refused("cannot build the upgrade request".into(), Some(Box::new(e))))?;
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        hyper::header::HeaderValue::from_static(protocol),
+    let mut nonce = [0u8; 16];
+    getrandom::fill(&mut nonce).map_err(|e| {
+        refused(
+            "no randomness for the WebSocket key".into(),
+            Some(Box::new(std::io::Error::other(e.to_string()))),
+        )
+    })?;
+    let key = base64::engine::general_purpose::STANDARD.encode(nonce);
+    let request = format!(
+        "GET {WEBSOCKET_PATH} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: {protocol}\r\nUser-Agent: {}\r\n\r\n",
+        crate::client::USER_AGENT_VALUE
     );
-    let mut config = WebSocketConfig::default();
-    config.max_message_size = Some(MAX_WEBSOCKET_MESSAGE);
-    config.max_frame_size = Some(MAX_WEBSOCKET_MESSAGE);
-    let (socket, response) =
-        async_tungstenite::tokio::client_async_with_config(request, stream, Some(config))
-            .await
-            .map_err(|e| {
-                refused(
-                    format!("the server refused the WebSocket upgrade at {WEBSOCKET_PATH}"),
-                    Some(Box::new(e)),
-                )
-            })?;
-    let accepted = response
-        .headers()
-        .get("Sec-WebSocket-Protocol")
-        .and_then(|v| v.to_str().ok());
-    if accepted != Some(protocol) {
+    let lost = |e: std::io::Error| {
+        refused(
+            format!("the connection failed during the WebSocket upgrade at {WEBSOCKET_PATH}"),
+            Some(Box::new(e)),
+        )
+    };
+    stream.write_all(request.as_bytes()).await.map_err(lost)?;
+    stream.flush().await.map_err(lost)?;
+    let head = match read_head(&mut stream).await {
+        Ok(head) => head,
+        Err(HeadError::Io(e)) => return Err(lost(e)),
+        Err(HeadError::Closed) => {
+            return Err(refused(
+                format!("the server closed the connection instead of upgrading {WEBSOCKET_PATH}"),
+                None,
+            ));
+        }
+        Err(HeadError::TooLarge) => {
+            return Err(refused(
+                "the upgrade answer's head is too large".into(),
+                None,
+            ));
+        }
+        Err(HeadError::Malformed(e)) => {
+            return Err(refused(
+                "the server did not answer the upgrade in HTTP".into(),
+                Some(Box::new(e)),
+            ));
+        }
+    };
+    if head.status != 101 {
+        return Err(refused(
+            format!(
+                "the server refused the WebSocket upgrade at {WEBSOCKET_PATH} (HTTP {})",
+                head.status
+            ),
+            None,
+        ));
+    }
+    let header = |name: &str| {
+        head.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).trim().to_owned())
+    };
+    let has_token = |name: &str, token: &str| {
+        header(name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    let expected = base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(
+        format!("{key}{WEBSOCKET_GUID}").as_bytes(),
+    ));
+    if !has_token("upgrade", "websocket")
+        || !has_token("connection", "upgrade")
+        || header("sec-websocket-accept").as_deref() != Some(expected.as_str())
+    {
+        return Err(refused(
+            "the server's upgrade answer is not a WebSocket handshake (Upgrade, Connection or Sec-WebSocket-Accept wrong)".into(),
+            None,
+        ));
+    }
+    if header("sec-websocket-protocol").as_deref() != Some(protocol) {
         return Err(refused(
             format!("the server did not accept the WebSocket subprotocol {protocol}"),
             None,
         ));
     }
+    // MQTT's client speaks first: anything the server sent already is not a WebSocket peer.
+    if head.more {
+        return Err(refused(
+            "the server sent data before the WebSocket session began".into(),
+            None,
+        ));
+    }
+    let mut config = WebSocketConfig::default();
+    config.max_message_size = Some(MAX_WEBSOCKET_MESSAGE);
+    config.max_frame_size = Some(MAX_WEBSOCKET_MESSAGE);
+    let socket = async_tungstenite::WebSocketStream::from_raw_socket(
+        stream.compat(),
+        Role::Client,
+        Some(config),
+    )
+    .await;
     Ok(Box::new(ws_stream_tungstenite::WsStream::new(socket)))
 }
 

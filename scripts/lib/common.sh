@@ -4,7 +4,8 @@
 # It defines functions and sets nothing else.
 
 fail() { printf 'error: %s\n' "$*" >&2; exit 1; }
-step() { printf '\n==> %s\n' "$*"; }
+# Each step's line says how far into the run it starts (bash's SECONDS), so a slow step shows.
+step() { printf '\n==> [%02d:%02d] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 
 # How long apt_install waits for another apt or dpkg process (a freshly booted machine runs
 # unattended upgrades) to let go of the package manager's lock.

@@ -98,8 +98,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     };
     tokio::pin!(expired);
     loop {
+        // Biased, the hub's side first: a session an admin call ended (a disabled or moved
+        // device) handles nothing the device sends after that call.
         let packet = tokio::select! {
-            packet = conn.read(idle) => packet?,
+            biased;
             outbound = handle.outbox.recv() => match outbound {
                 Some(Outbound::Publish { topic, payload }) => {
                     conn.write(Packet::Publish(Publish::new(topic, QoS::AtMostOnce, payload))).await?;
@@ -109,6 +111,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 None => return Err(closed(device, "the hub ended the session")),
             },
             () = &mut expired => return Err(closed(device, "its SAS token expired")),
+            packet = conn.read(idle) => packet?,
         };
         let Some(packet) = packet else {
             return Ok(());
