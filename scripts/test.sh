@@ -22,6 +22,9 @@ for tool in openssl softhsm2-util swtpm tpm2_createek pkcs11-tool pkg-config cc 
 done
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# Incremental state only pays off when the same tree is rebuilt; a CI run builds once.
+if [[ -n "${CI:-}" ]]; then export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"; fi
+check_disk_space "${CARGO_TARGET_DIR:-target}" 6
 
 step "cargo fmt --check"
 cargo fmt --all --check

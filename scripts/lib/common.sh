@@ -5,6 +5,18 @@
 
 fail() { printf 'error: %s\n' "$*" >&2; exit 1; }
 # Each step's line says how far into the run it starts (bash's SECONDS), so a slow step shows.
+# Fails early, saying so, when the disk under DIR has less than GIB free: a build that runs out
+# of space half-way dies as a linker "Bus error", which names nothing.
+check_disk_space() { # dir gib
+  local dir=$1 need=$2 probe avail
+  probe=$dir
+  while [[ ! -e $probe ]]; do probe=$(dirname "$probe"); done
+  avail=$(df -Pk "$probe" | awk 'NR == 2 { print int($4 / 1048576) }')
+  if ((avail < need)); then
+    df -h "$probe" >&2
+    fail "only ${avail} GiB free under $probe; the build needs about ${need} GiB (free some, or set CARGO_TARGET_DIR elsewhere)"
+  fi
+}
 step() { printf '\n==> [%02d:%02d] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 
 # How long apt_install waits for another apt or dpkg process (a freshly booted machine runs
