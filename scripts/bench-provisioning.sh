@@ -8,8 +8,9 @@
 #      with DPS_BENCH_*) vs dps-emulator/tests/node-sdk/bench.js;
 #  (b) one registration as a whole process: provisioning's `register_once` example (release) vs
 #      `node register_once.js`, median wall time and peak RSS (/usr/bin/time -v) of RUNS runs;
-#  (c) the stripped size of register_once (and of a `release-small` build if the root Cargo.toml
-#      defines that profile).
+#  (c) the stripped size of register_once (release);
+#  (d) the device build: device-example's register_x509 with the `device` profile, HTTPS only and
+#      MQTT only, hsm-x509: stripped size and peak RSS of one X.509 registration.
 # Ends with one table of the ratios and their goals (exit status 0 even when a goal is missed;
 # non-zero when a step fails).
 #
@@ -85,8 +86,8 @@ grep -q "against the DPS at localhost" "$WORK/rust-bench.out" \
   || fail "the Rust bench did not use the external emulator"
 # "symmetric key, HTTPS  n=1000  p50    1.234 ms  p99    5.678 ms  (...)" -> "1.234 5.678"
 rust_p() { sed -n "s/^$1.* p50 *\([0-9.]*\) ms *p99 *\([0-9.]*\) ms.*/\1 \2/p" "$WORK/rust-bench.out"; }
-read -r RUST_SYM_P50 RUST_SYM_P99 < <(rust_p "symmetric key")
-read -r RUST_X509_P50 RUST_X509_P99 < <(rust_p "X.509")
+read -r RUST_SYM_P50 RUST_SYM_P99 < <(rust_p "symmetric key, HTTPS")
+read -r RUST_X509_P50 RUST_X509_P99 < <(rust_p "X.509 (P-256), HTTPS")
 read -r RUST_HUB_P50 RUST_HUB_P99 < <(rust_p "provisioned + first telemetry")
 [ -n "${RUST_SYM_P99:-}" ] && [ -n "${RUST_X509_P99:-}" ] && [ -n "${RUST_HUB_P99:-}" ] \
   || fail "cannot read the Rust bench output"
@@ -136,14 +137,32 @@ read -r NODE_WALL NODE_RSS <"$WORK/node.result"
 printf 'register_once (Rust): %s ms, %s KiB;  node register_once.js: %s ms, %s KiB\n' \
   "$RUST_WALL" "$RUST_RSS" "$NODE_WALL" "$NODE_RSS"
 
-step "(c) stripped size of register_once"
+step "(c) stripped size of register_once; (d) the device build (profile device, one transport, hsm-x509)"
 stripped_size() { cp "$1" "$WORK/stripped" && strip "$WORK/stripped" && stat -c %s "$WORK/stripped"; }
 SIZE_RELEASE=$(stripped_size "$REGISTER_ONCE")
-SIZE_SMALL=
-if grep -q '^\[profile\.release-small\]' Cargo.toml; then
-  cargo build --profile release-small --locked -p provisioning --example register_once
-  SIZE_SMALL=$(stripped_size "$TARGET/release-small/examples/register_once")
-fi
+# The one-registration device binary, once per transport (both builds write the same path).
+cargo build --profile device --locked -p hsm-device-example
+cp "$TARGET/device/register_x509" "$WORK/device-https"
+cargo build --profile device --locked -p hsm-device-example --no-default-features --features mqtt
+cp "$TARGET/device/register_x509" "$WORK/device-mqtt"
+SIZE_DEVICE_HTTPS=$(stripped_size "$WORK/device-https")
+SIZE_DEVICE_MQTT=$(stripped_size "$WORK/device-mqtt")
+# Median peak RSS (KiB) of RUNS registrations of the X.509 bench device.
+device_rss() { # binary [mqtt-port]
+  local i out=$WORK/device-rss
+  : >"$out"
+  for ((i = 0; i < RUNS; i++)); do
+    /usr/bin/time -v "$1" localhost "$ID_SCOPE" "$CERTS/device.pem" "$CERTS/device.key.pem" \
+      "$WORK/ca.pem" ${2:+"$2"} >"$WORK/device.stdout" 2>"$WORK/device.time" \
+      || fail "$1 did not register: $(cat "$WORK/device.time")"
+    grep -qx "hub-bench.example.net bench-x509" "$WORK/device.stdout" \
+      || fail "$1 printed '$(cat "$WORK/device.stdout")', not the assignment"
+    sed -n 's/^\s*Maximum resident set size (kbytes): //p' "$WORK/device.time" >>"$out"
+  done
+  median <"$out"
+}
+RSS_DEVICE_HTTPS=$(device_rss "$WORK/device-https")
+RSS_DEVICE_MQTT=$(device_rss "$WORK/device-mqtt" 8883)
 
 # ratio ours theirs -> ours/theirs with 3 decimals
 ratio() { echo "scale=3; $1 / $2" | bc | sed 's/^\./0./'; }
@@ -176,12 +195,19 @@ row "(b) whole process peak RSS (KiB)" "$RUST_RSS" "$NODE_RSS" "$(ratio "$RUST_R
   "<=0.1" "$(met "$(ratio "$RUST_RSS" "$NODE_RSS")" 0.1)"
 row "(c) stripped size, release (MiB)" "$(mib "$SIZE_RELEASE")" "-" "-" "<=4" \
   "$(met "$(mib "$SIZE_RELEASE")" 4)"
-if [ -n "$SIZE_SMALL" ]; then
-  row "(c) stripped size, release-small" "$(mib "$SIZE_SMALL")" "-" "-" "<=4" "$(met "$(mib "$SIZE_SMALL")" 4)"
-fi
+row "(d) device build, HTTPS + hsm-x509 (MiB)" "$(mib "$SIZE_DEVICE_HTTPS")" "-" "-" "<=2" \
+  "$(met "$(mib "$SIZE_DEVICE_HTTPS")" 2)"
+row "(d) device build, MQTT + hsm-x509 (MiB)" "$(mib "$SIZE_DEVICE_MQTT")" "-" "-" "<=2" \
+  "$(met "$(mib "$SIZE_DEVICE_MQTT")" 2)"
+row "(d) device build, HTTPS: peak RSS (MiB)" "$(mib $((RSS_DEVICE_HTTPS * 1024)))" "-" "-" "<=4" \
+  "$(met "$(mib $((RSS_DEVICE_HTTPS * 1024)))" 4)"
+row "(d) device build, MQTT: peak RSS (MiB)" "$(mib $((RSS_DEVICE_MQTT * 1024)))" "-" "-" "<=4" \
+  "$(met "$(mib $((RSS_DEVICE_MQTT * 1024)))" 4)"
 echo "(a) Rust: cargo bench -p provisioning --bench register against the emulator process (DPS_BENCH_*);"
 echo "    Node: dps-emulator/tests/node-sdk/bench.js; both a new client and TLS connection per device."
 echo "    First telemetry: registered over HTTPS (symmetric key), then the hub over MQTT (SAS), the"
 echo "    message's PUBACK awaited; Node's hub client reaches the hub through GatewayHostName."
 echo "(b) Rust: provisioning/examples/register_once.rs (release); Node: register_once.js; symmetric key, HTTPS."
+echo "(d) device-example (register_x509), cargo build --profile device [--no-default-features --features mqtt]:"
+echo "    one X.509 registration (hsm-x509, P-256), stripped size and median peak RSS of $RUNS runs."
 printf '%s\n' "${ROWS[@]}"

@@ -3,7 +3,8 @@
 # also written to target/bench-report.md. Each benchmark measures its baseline in the same process,
 # side by side; see docs/performance.md.
 # Usage: ./scripts/bench.sh            (all)
-#        ./scripts/bench.sh tls-bridge (only the benches of the named crates)
+#        ./scripts/bench.sh tls-bridge (only the benches of the named crates; `fleet` for the
+#                                      fleet script)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,6 +55,16 @@ if [ $# -eq 0 ] || printf '%s\n' "$@" | grep -qx provisioning; then
     collect "$logs/node.out" "provisioning vs Node.js SDK|"
   else
     echo "error: scripts/bench-provisioning.sh failed" >&2
+    failed=1
+  fi
+fi
+
+if [ $# -eq 0 ] || printf '%s\n' "$@" | grep -qx fleet; then
+  printf '\n==> scripts/bench-fleet.sh (100, 1,000 and 10,000 devices from one process)\n'
+  if ./scripts/bench-fleet.sh | tee "$logs/fleet.out"; then
+    collect "$logs/fleet.out" "fleet|"
+  else
+    echo "error: scripts/bench-fleet.sh failed" >&2
     failed=1
   fi
 fi

@@ -320,7 +320,8 @@ pub(crate) struct Prepared {
     pub(crate) life: crate::lifecycle::LifeConfig,
     /// PKCS#11 module and PIN options, for a `pkcs11:` key store.
     pub(crate) pkcs11: crate::device::pkcs11::Pkcs11Options,
-    /// The TPM's TCTI, for a `tpm` key store.
+    /// The TPM's TCTI, for a `tpm` key store (read only by builds with TPM support).
+    #[cfg_attr(not(feature = "tpm"), allow(dead_code))]
     pub(crate) tcti: Option<String>,
 }
 

@@ -148,3 +148,80 @@ fn pkcs11_softhsm_registers_through_the_token_and_gets_a_certificate_for_a_token
         assert!(objects.contains(&expected), "{expected} in {objects:?}");
     }
 }
+
+/// The fleet example at a small count, over each transport: every device's line in its results
+/// file says it was assigned (device id = registration id, one of the emulator's two hubs) and
+/// its telemetry acknowledged.
+#[test]
+fn fleet_provisions_and_connects_every_device() {
+    let dir = tempfile::tempdir().unwrap();
+    for (transport, count) in [("https", 120), ("mqtt", 80)] {
+        let results = dir.path().join(format!("{transport}.csv"));
+        let prefix = format!("fleet-{transport}-");
+        let run = run_example(
+            "fleet",
+            &[
+                "--devices",
+                &count.to_string(),
+                "--in-flight",
+                "32",
+                "--transport",
+                transport,
+                "--prefix",
+                &prefix,
+                "--results",
+                results.to_str().unwrap(),
+                "--min-poll-ms",
+                "0",
+            ],
+            &[],
+        );
+        run.success();
+        let summary = run.line("devices provisioned and connected");
+        assert!(
+            summary.starts_with(&format!("{count} of {count} devices")),
+            "{summary}"
+        );
+        run.line("peak RSS");
+        let recorded = run.line("the in-process emulator recorded");
+        assert!(
+            recorded.contains(&format!(
+                "recorded {count} registration(s) and {count} telemetry"
+            )),
+            "{recorded}"
+        );
+        let csv = std::fs::read_to_string(&results).unwrap();
+        let mut lines = csv.lines();
+        assert_eq!(
+            lines.next(),
+            Some("registration_id,result,hub,device_id,register_ms,total_ms")
+        );
+        let mut seen = std::collections::BTreeSet::new();
+        let mut hubs = std::collections::BTreeMap::<String, usize>::new();
+        for line in lines {
+            let fields: Vec<&str> = line.split(',').collect();
+            assert_eq!(fields.len(), 6, "{line}");
+            assert_eq!(fields[1], "ok", "{line}");
+            assert!(fields[0].starts_with(&prefix), "{line}");
+            assert_eq!(
+                fields[3], fields[0],
+                "device id is the registration id: {line}"
+            );
+            assert!(
+                [
+                    "fleet-hub-1.azure-devices.net",
+                    "fleet-hub-2.azure-devices.net"
+                ]
+                .contains(&fields[2]),
+                "{line}"
+            );
+            let register: f64 = fields[4].parse().unwrap();
+            let total: f64 = fields[5].parse().unwrap();
+            assert!(register > 0.0 && total >= register, "{line}");
+            assert!(seen.insert(fields[0].to_owned()), "twice: {line}");
+            *hubs.entry(fields[2].to_owned()).or_default() += 1;
+        }
+        assert_eq!(seen.len(), count, "one line per device");
+        assert_eq!(hubs.len(), 2, "the fleet spreads over both hubs: {hubs:?}");
+    }
+}

@@ -1,24 +1,24 @@
 use std::fmt;
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{self as lc, KeyPair as _};
 use der::Decode as _;
 use der::asn1::ObjectIdentifier;
 use hsm_core::{Error as CoreError, KeyAlgorithm, KeyHandle, SecretString, SignatureScheme};
 
+use crate::backend::lib::rand::SystemRandom;
+use crate::backend::lib::signature as lc;
+use crate::backend::{self, OID_EC_PUBLIC_KEY, OID_ED25519, OID_RSA_ENCRYPTION};
 use crate::{Error, pem};
 
-const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
-const OID_RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
-const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
 const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
 const OID_P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
 
 /// A private key held in process memory, behind the [`KeyHandle`] contract.
 ///
 /// This is the development and migration driver: the key comes from a PEM or DER file. Signing
-/// is done by AWS-LC (through `aws-lc-rs`), which keeps the key in its own memory and cleanses it
-/// when the key is freed; every buffer this crate decodes the key into is zeroized on drop.
+/// is done by AWS-LC (through `aws-lc-rs`; feature `aws-lc-rs`, the default), which keeps the key
+/// in its own memory and cleanses it when the key is freed, or by ring (feature `ring`, for
+/// small builds that link ring already); every buffer this crate decodes the key into is
+/// zeroized on drop.
 ///
 /// Accepted encodings: PKCS#8 (`PRIVATE KEY`), encrypted PKCS#8 (`ENCRYPTED PRIVATE KEY`,
 /// PBES2 with PBKDF2 or scrypt), SEC1 (`EC PRIVATE KEY`) and PKCS#1 (`RSA PRIVATE KEY`), as PEM
@@ -131,14 +131,15 @@ impl SoftwareKey {
                 .parameters_oid()
                 .map_err(|_| Error::UnsupportedCurve { oid: "none".into() })?;
             let (algorithm, signing) = ec_algorithm(curve)?;
-            let pair = lc::EcdsaKeyPair::from_pkcs8(signing, der).map_err(rejected)?;
-            Self::ecdsa(algorithm, pair)
+            let pair = backend::ecdsa_from_pkcs8(signing, der)?;
+            Self::ecdsa(algorithm, curve, pair)
         } else if oid == OID_RSA_ENCRYPTION {
             check_rsa_size(info.private_key.as_bytes())?;
-            Self::rsa(lc::RsaKeyPair::from_pkcs8(der).map_err(rejected)?)
+            Self::rsa(lc::RsaKeyPair::from_pkcs8(der).map_err(backend::rejected)?)
         } else if oid == OID_ED25519 {
-            let pair = lc::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).map_err(rejected)?;
-            let spki = lc_public_der(pair.public_key())?;
+            let pair =
+                lc::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).map_err(backend::rejected)?;
+            let spki = backend::ed25519_spki(&pair)?;
             Ok(Self::new(Inner::Ed25519(pair), KeyAlgorithm::Ed25519, spki))
         } else {
             Err(Error::UnsupportedKeyType {
@@ -165,8 +166,8 @@ impl SoftwareKey {
             .and_then(|p| p.named_curve())
             .ok_or(Error::UnsupportedCurve { oid: "none".into() })?;
         let (algorithm, signing) = ec_algorithm(curve)?;
-        let pair = lc::EcdsaKeyPair::from_private_key_der(signing, der).map_err(rejected)?;
-        Self::ecdsa(algorithm, pair)
+        let pair = backend::ecdsa_from_sec1(signing, curve, der)?;
+        Self::ecdsa(algorithm, curve, pair)
     }
 
     fn from_pkcs1(der: &[u8]) -> Result<Self, Error> {
@@ -175,18 +176,22 @@ impl SoftwareKey {
         Self::rsa(pair)
     }
 
-    fn ecdsa(algorithm: KeyAlgorithm, pair: lc::EcdsaKeyPair) -> Result<Self, Error> {
-        let spki = lc_public_der(pair.public_key())?;
+    fn ecdsa(
+        algorithm: KeyAlgorithm,
+        curve: ObjectIdentifier,
+        pair: lc::EcdsaKeyPair,
+    ) -> Result<Self, Error> {
+        let spki = backend::ecdsa_spki(&pair, curve)?;
         Ok(Self::new(Inner::Ecdsa(pair), algorithm, spki))
     }
 
     fn rsa(pair: lc::RsaKeyPair) -> Result<Self, Error> {
-        let bits = pair.public_modulus_len() * 8;
+        let bits = backend::rsa_modulus_len(&pair) * 8;
         let bits16 = u16::try_from(bits).map_err(|_| Error::UnsupportedKeySize { bits })?;
         if !(KeyAlgorithm::MIN_RSA_BITS..=KeyAlgorithm::MAX_RSA_BITS).contains(&bits16) {
             return Err(Error::UnsupportedKeySize { bits });
         }
-        let spki = lc_public_der(pair.public_key())?;
+        let spki = backend::rsa_spki(&pair)?;
         Ok(Self::new(
             Inner::Rsa(pair),
             KeyAlgorithm::Rsa { bits: bits16 },
@@ -232,7 +237,7 @@ impl KeyHandle for SoftwareKey {
                     SignatureScheme::RsaPssSha384 => &lc::RSA_PSS_SHA384,
                     _ => &lc::RSA_PSS_SHA512,
                 };
-                let mut signature = vec![0; pair.public_modulus_len()];
+                let mut signature = vec![0; backend::rsa_modulus_len(pair)];
                 pair.sign(padding, &self.rng, message, &mut signature)
                     .map_err(failed)?;
                 Ok(signature)
@@ -250,9 +255,9 @@ impl fmt::Debug for SoftwareKey {
     }
 }
 
-/// The device-side cause of a failed software signature (AWS-LC gives no detail).
+/// The device-side cause of a failed software signature (the library gives no detail).
 #[derive(Debug, thiserror::Error)]
-#[error("AWS-LC failed to sign with {0}")]
+#[error("{library} failed to sign with {scheme}", library = backend::NAME, scheme = .0)]
 struct SigningFailed(SignatureScheme);
 
 fn ec_algorithm(
@@ -269,7 +274,7 @@ fn ec_algorithm(
     }
 }
 
-/// Refuses RSA keys outside 2048-4096 bits with a precise error, before AWS-LC sees them.
+/// Refuses RSA keys outside 2048-4096 bits with a precise error, before the library sees them.
 fn check_rsa_size(pkcs1: &[u8]) -> Result<(), Error> {
     let key = pkcs1::RsaPrivateKeyRef::from_der(pkcs1).map_err(|_| Error::MalformedKey)?;
     let modulus = key.modulus.as_bytes();
@@ -285,22 +290,4 @@ fn check_rsa_size(pkcs1: &[u8]) -> Result<(), Error> {
     } else {
         Err(Error::UnsupportedKeySize { bits })
     }
-}
-
-fn rejected(e: aws_lc_rs::error::KeyRejected) -> Error {
-    Error::InvalidKey {
-        reason: e.description_(),
-    }
-}
-
-/// The public key as a DER `SubjectPublicKeyInfo`.
-fn lc_public_der<K>(key: &K) -> Result<Vec<u8>, Error>
-where
-    K: aws_lc_rs::encoding::AsDer<aws_lc_rs::encoding::PublicKeyX509Der<'static>>,
-{
-    key.as_der()
-        .map(|d| d.as_ref().to_vec())
-        .map_err(|_| Error::InvalidKey {
-            reason: "cannot encode the public key",
-        })
 }

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+mod backend;
 mod certificate;
 mod error;
 mod identity;

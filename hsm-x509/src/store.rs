@@ -6,10 +6,8 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use aws_lc_rs::encoding::AsDer as _;
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::rsa::KeySize;
-use aws_lc_rs::signature::{self as lc};
+use crate::backend::lib::rand::SystemRandom;
+use crate::backend::lib::signature as lc;
 use hsm_core::key_store::check_chain;
 use hsm_core::{
     CertificateDer, Error as CoreError, KeyAlgorithm, KeyHandle, KeyLabel, KeyStore, StoredKey,
@@ -199,7 +197,12 @@ fn read(path: &Path) -> std::io::Result<Vec<u8>> {
 
 /// A new key as unencrypted PKCS#8 DER.
 fn generate_pkcs8(algorithm: KeyAlgorithm) -> Result<Zeroizing<Vec<u8>>, CoreError> {
-    let failed = |_| CoreError::device("generate a key", "AWS-LC could not generate the key");
+    let failed = |_| {
+        CoreError::device(
+            "generate a key",
+            format!("{} could not generate the key", crate::backend::NAME),
+        )
+    };
     let rng = SystemRandom::new();
     let ecdsa = |signing| {
         lc::EcdsaKeyPair::generate_pkcs8(signing, &rng)
@@ -212,7 +215,10 @@ fn generate_pkcs8(algorithm: KeyAlgorithm) -> Result<Zeroizing<Vec<u8>>, CoreErr
         KeyAlgorithm::Ed25519 => lc::Ed25519KeyPair::generate_pkcs8(&rng)
             .map(|doc| Zeroizing::new(doc.as_ref().to_vec()))
             .map_err(failed),
+        #[cfg(feature = "aws-lc-rs")]
         KeyAlgorithm::Rsa { bits } => {
+            use aws_lc_rs::encoding::AsDer as _;
+            use aws_lc_rs::rsa::KeySize;
             let size = match bits {
                 2048 => KeySize::Rsa2048,
                 3072 => KeySize::Rsa3072,
@@ -223,6 +229,7 @@ fn generate_pkcs8(algorithm: KeyAlgorithm) -> Result<Zeroizing<Vec<u8>>, CoreErr
             let der = pair.as_der().map_err(failed)?;
             Ok(Zeroizing::new(der.as_ref().to_vec()))
         }
+        // ring cannot generate RSA keys: CannotGenerate below.
         _ => Err(CoreError::CannotGenerate { algorithm }),
     }
 }

@@ -15,13 +15,29 @@ fn subject() -> StoreSubject {
         name: "hsm-x509 key folder".into(),
         store: Arc::new(KeyFolder::open(&folder).unwrap()),
         reopen: Box::new(move || Arc::new(KeyFolder::open(&reopen_folder).unwrap())),
-        algorithms: vec![
-            KeyAlgorithm::EcdsaP256,
-            KeyAlgorithm::EcdsaP384,
-            KeyAlgorithm::Ed25519,
-            KeyAlgorithm::Rsa { bits: 2048 },
-        ],
-        unsupported: vec![KeyAlgorithm::Rsa { bits: 2560 }],
+        // With ring (feature `ring` alone) RSA keys cannot be generated.
+        algorithms: if cfg!(feature = "aws-lc-rs") {
+            vec![
+                KeyAlgorithm::EcdsaP256,
+                KeyAlgorithm::EcdsaP384,
+                KeyAlgorithm::Ed25519,
+                KeyAlgorithm::Rsa { bits: 2048 },
+            ]
+        } else {
+            vec![
+                KeyAlgorithm::EcdsaP256,
+                KeyAlgorithm::EcdsaP384,
+                KeyAlgorithm::Ed25519,
+            ]
+        },
+        unsupported: if cfg!(feature = "aws-lc-rs") {
+            vec![KeyAlgorithm::Rsa { bits: 2560 }]
+        } else {
+            vec![
+                KeyAlgorithm::Rsa { bits: 2048 },
+                KeyAlgorithm::Rsa { bits: 2560 },
+            ]
+        },
     }
 }
 

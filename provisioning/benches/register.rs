@@ -19,18 +19,23 @@
 // A benchmark harness: an `expect` is a failed set-up, reported with what failed.
 #![allow(clippy::expect_used)]
 
+#[path = "register/floor.rs"]
+mod floor;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dps_emulator::{Emulator, Enrollment, EnrollmentGroup, KeyPair};
+use floor::{Auth, Floor};
+use hsm_core::SymmetricKeyAttestation as _;
 use hsm_core::{RegistrationId, SecretString};
 use hsm_symmkey::SymmetricKey;
 use hsm_testkit::pki::TestCa;
 use hsm_testkit::report::{self, Goal};
 use provisioning::hub::{HubClient, Message};
-use provisioning::{ProvisioningClient, ProvisioningClientBuilder};
-use rustls::pki_types::CertificateDer;
+use provisioning::{ProvisioningClient, ProvisioningClientBuilder, Transport};
 use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
@@ -39,28 +44,54 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index]
 }
 
-async fn measure(name: &str, n: usize, make: impl Fn() -> ProvisioningClientBuilder) {
+/// p50 and p99 in milliseconds of sorted samples.
+fn p50_p99(samples: &mut [Duration]) -> (f64, f64) {
+    samples.sort();
+    (
+        percentile(samples, 0.5).as_secs_f64() * 1e3,
+        percentile(samples, 0.99).as_secs_f64() * 1e3,
+    )
+}
+
+/// `n` registrations by our client (a new client, so a new TLS connection, each), and as many
+/// by the protocol floor, interleaved (ours, floor, ours, ...) so that both see the same
+/// machine; prints both and their ratio.
+async fn measure(
+    name: &str,
+    n: usize,
+    make: impl Fn() -> ProvisioningClientBuilder,
+    floor: impl AsyncFn() -> String,
+) {
     // Warm up (first connection, page faults, provider initialisation).
     for _ in 0..10 {
         make().build().unwrap().register().await.unwrap();
+        floor().await;
     }
-    let mut samples = Vec::with_capacity(n);
-    let total = Instant::now();
+    let mut ours = Vec::with_capacity(n);
+    let mut bare = Vec::with_capacity(n);
+    let mut ours_total = Duration::ZERO;
     for _ in 0..n {
         let started = Instant::now();
         let registration = make().build().unwrap().register().await.unwrap();
-        samples.push(started.elapsed());
+        let elapsed = started.elapsed();
+        ours.push(elapsed);
+        ours_total += elapsed;
         assert!(!registration.assigned_hub.is_empty());
+        let started = Instant::now();
+        let hub = floor().await;
+        bare.push(started.elapsed());
+        assert_eq!(hub, registration.assigned_hub);
     }
-    let total = total.elapsed();
-    samples.sort();
-    let (p50, p99) = (
-        percentile(&samples, 0.5).as_secs_f64() * 1e3,
-        percentile(&samples, 0.99).as_secs_f64() * 1e3,
-    );
+    let (p50, p99) = p50_p99(&mut ours);
+    let (floor_p50, floor_p99) = p50_p99(&mut bare);
     println!(
         "{name:<28} n={n}  p50 {p50:>8.3} ms  p99 {p99:>8.3} ms  ({:.0} registrations/s sequential)",
-        n as f64 / total.as_secs_f64()
+        n as f64 / ours_total.as_secs_f64()
+    );
+    println!(
+        "  protocol floor             n={n}  p50 {floor_p50:>8.3} ms  p99 {floor_p99:>8.3} ms  \
+         ours / floor p50 {:.3}",
+        p50 / floor_p50
     );
     report::row(
         "provisioning",
@@ -69,6 +100,14 @@ async fn measure(name: &str, n: usize, make: impl Fn() -> ProvisioningClientBuil
         "-",
         p50,
         Goal::None,
+    );
+    report::row(
+        "provisioning",
+        &format!("registration p50 / protocol floor p50, {name}"),
+        &format!("{p50:.3} ms"),
+        &format!("{floor_p50:.3} ms"),
+        p50 / floor_p50,
+        Goal::AtMost(1.3),
     );
 }
 
@@ -128,6 +167,10 @@ struct Target {
     anchors: Vec<CertificateDer<'static>>,
     symmetric: Arc<SymmetricKey>,
     x509: Arc<hsm_core::CertifiedKey>,
+    /// The same device's chain and key, for the protocol floor's rustls.
+    x509_der: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
+    /// DPS's MQTT port.
+    mqtt_port: u16,
     /// Where the symmetric-key device's hub is reached.
     hub_address: String,
     /// Kept running for the in-process mode.
@@ -142,6 +185,7 @@ fn env(name: &str) -> String {
 fn external(endpoint: String) -> Target {
     let chain = std::fs::read(env("DPS_BENCH_X509_CHAIN")).unwrap();
     let key = std::fs::read(env("DPS_BENCH_X509_KEY")).unwrap();
+    let x509_der = der_pair(&chain, &key);
     Target {
         endpoint,
         scope: env("DPS_BENCH_SCOPE"),
@@ -163,9 +207,23 @@ fn external(endpoint: String) -> Target {
                 .build()
                 .unwrap(),
         ),
+        x509_der,
+        mqtt_port: std::env::var("DPS_BENCH_MQTT_PORT")
+            .map(|p| p.parse().unwrap())
+            .unwrap_or(provisioning::DEFAULT_MQTT_PORT),
         hub_address: env("DPS_BENCH_HUB"),
         _emulator: None,
     }
+}
+
+/// A PEM chain and key as rustls takes them.
+fn der_pair(chain: &[u8], key: &[u8]) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    (
+        CertificateDer::pem_slice_iter(chain)
+            .collect::<Result<_, _>>()
+            .unwrap(),
+        PrivateKeyDer::from_pem_slice(key).unwrap(),
+    )
 }
 
 /// A dps-emulator started in this process.
@@ -200,6 +258,8 @@ async fn in_process() -> Target {
                 .build()
                 .unwrap(),
         ),
+        x509_der: der_pair(issued.chain_pem.as_bytes(), issued.key_pem.as_bytes()),
+        mqtt_port: emulator.mqtt_addr().unwrap().port(),
         hub_address: emulator.hub_addr().unwrap().to_string(),
         _emulator: Some(emulator),
     }
@@ -240,13 +300,52 @@ fn main() {
             }
             builder
         };
-        measure("symmetric key, HTTPS", n, || {
-            base().symmetric_key(target.symmetric.clone())
-        })
+        let (host, https_port) = match target.endpoint.rsplit_once(':') {
+            Some((host, port)) => (host.to_owned(), port.parse().unwrap()),
+            None => (target.endpoint.clone(), 443),
+        };
+        let floor = Floor::new(
+            &host,
+            https_port,
+            target.mqtt_port,
+            &target.scope,
+            &target.anchors,
+            (target.x509_der.0.clone(), target.x509_der.1.clone_key()),
+        );
+        let sym_id = target.symmetric.registration_id().as_str().to_owned();
+        let x509_id = target.x509.registration_id().as_str().to_owned();
+        let mqtt = || {
+            base()
+                .transport(Transport::Mqtt)
+                .mqtt_port(target.mqtt_port)
+        };
+        measure(
+            "symmetric key, HTTPS",
+            n,
+            || base().symmetric_key(target.symmetric.clone()),
+            async || floor.https(&sym_id, Auth::Sas(&target.symmetric)).await,
+        )
         .await;
-        measure("X.509 (P-256), HTTPS", n, || {
-            base().x509(target.x509.clone())
-        })
+        measure(
+            "X.509 (P-256), HTTPS",
+            n,
+            || base().x509(target.x509.clone()),
+            async || floor.https(&x509_id, Auth::Certificate).await,
+        )
+        .await;
+        measure(
+            "symmetric key, MQTT",
+            n,
+            || mqtt().symmetric_key(target.symmetric.clone()),
+            async || floor.mqtt(&sym_id, Auth::Sas(&target.symmetric)).await,
+        )
+        .await;
+        measure(
+            "X.509 (P-256), MQTT",
+            n,
+            || mqtt().x509(target.x509.clone()),
+            async || floor.mqtt(&x509_id, Auth::Certificate).await,
+        )
         .await;
         measure_first_telemetry(n, &target.hub_address, || {
             base().symmetric_key(target.symmetric.clone())

@@ -212,6 +212,7 @@ impl ProvisioningClientBuilder {
                 attestation: attestation.name(),
             });
         }
+        self.transport.check_built()?;
         let endpoint = Endpoint::parse(&self.endpoint, 443)?;
         let id_scope = check_id_scope(&self.id_scope)?;
         let api_version = api_version(self.api_version, self.csr_key.is_some())?;

@@ -583,7 +583,15 @@ impl Device {
         (self.inner.hub)(builder)
     }
 
+    /// Asks DPS's HTTPS endpoint for the time; whether the clock moved (never, in a build
+    /// without HTTPS).
+    #[cfg(not(feature = "https"))]
+    async fn clock_corrected(&self) -> bool {
+        false
+    }
+
     /// Asks DPS's HTTPS endpoint for the time; whether the clock moved.
+    #[cfg(feature = "https")]
     async fn clock_corrected(&self) -> bool {
         let config = self.inner.client.config();
         let Some(id) = config

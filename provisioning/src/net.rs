@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+#[cfg(feature = "websocket")]
 use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -59,6 +60,7 @@ impl Service {
         }
     }
 
+    #[cfg_attr(not(feature = "websocket"), allow(dead_code))]
     fn websocket(self) -> &'static str {
         match self {
             Self::Dps => "WebSocket handshake with DPS",
@@ -160,6 +162,11 @@ pub(crate) async fn open(route: &Route<'_>, on_timeout: OnTimeout<'_>) -> Result
     .await?;
     match route.websocket {
         None => Ok(Box::new(tls)),
+        #[cfg(not(feature = "websocket"))]
+        Some(_) => Err(Error::config(
+            "this build has no WebSocket support (the provisioning crate's `websocket` feature is off)",
+        )),
+        #[cfg(feature = "websocket")]
         Some(protocol) => {
             within(
                 route.timeout,
@@ -392,6 +399,7 @@ impl AsyncWrite for QuickAck {
 /// A WebSocket over `stream`, its binary messages as a byte stream. The upgrade (RFC 6455,
 /// section 4) is written and its answer parsed here, as for the proxy's `CONNECT`; the framing
 /// after it is async-tungstenite's.
+#[cfg(feature = "websocket")]
 async fn websocket(
     route: &Route<'_>,
     protocol: &'static str,

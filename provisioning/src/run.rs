@@ -293,13 +293,25 @@ impl<'a> Run<'a> {
         if self.config.transport == transport::Transport::Https {
             return false;
         }
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        let session = self.session(registration_id);
-        match transport::https::service_time(session, left.min(self.config.retry.request_timeout))
-            .await
+        #[cfg(feature = "https")]
         {
-            Some(date) => self.config.clock.observe(date),
-            None => false,
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            let session = self.session(registration_id);
+            match transport::https::service_time(
+                session,
+                left.min(self.config.retry.request_timeout),
+            )
+            .await
+            {
+                Some(date) => self.config.clock.observe(date),
+                None => false,
+            }
+        }
+        // Without HTTPS the service's time cannot be asked for.
+        #[cfg(not(feature = "https"))]
+        {
+            let _ = registration_id;
+            false
         }
     }
 

@@ -3,7 +3,9 @@
 //! transport (MQTT over WebSockets, AMQP, a proxy under any of them) is a new module and a new
 //! arm in [`open`], nothing else.
 
+#[cfg(feature = "https")]
 pub(crate) mod https;
+#[cfg(feature = "mqtt")]
 pub(crate) mod mqtt;
 mod tls;
 
@@ -52,6 +54,40 @@ impl Transport {
         matches!(self, Self::Mqtt | Self::MqttWs)
     }
 
+    /// The cargo feature that builds it in: `"https"`, `"mqtt"` or `"websocket"`.
+    pub fn feature(self) -> &'static str {
+        match self {
+            Self::Https => "https",
+            Self::Mqtt => "mqtt",
+            Self::MqttWs => "websocket",
+        }
+    }
+
+    /// Whether this build has it (its [`feature`](Self::feature) is on; all are by default).
+    pub fn is_built(self) -> bool {
+        match self {
+            Self::Https => cfg!(feature = "https"),
+            Self::Mqtt => cfg!(feature = "mqtt"),
+            Self::MqttWs => cfg!(feature = "websocket"),
+        }
+    }
+
+    /// `Ok` if this build has it.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the cargo feature that builds it in.
+    pub fn check_built(self) -> Result<(), Error> {
+        if self.is_built() {
+            Ok(())
+        } else {
+            Err(Error::config(format!(
+                "this build has no {} transport (the provisioning crate's `{}` feature is off)",
+                self.name(),
+                self.feature()
+            )))
+        }
+    }
+
     /// The ALPN protocol its TLS connections offer, if any.
     pub(crate) fn alpn(self) -> Option<&'static [u8]> {
         match self {
@@ -97,10 +133,39 @@ pub(crate) struct Session {
 /// Opens (lazily: nothing is sent until the first request) a connection over `transport`.
 pub(crate) fn open(transport: Transport, session: Session) -> Box<dyn Connection> {
     match transport {
+        #[cfg(feature = "https")]
         Transport::Https => Box::new(https::HttpsConnection::new(session)),
+        #[cfg(feature = "mqtt")]
         Transport::Mqtt => Box::new(mqtt::MqttConnection::new(session, false)),
+        #[cfg(feature = "websocket")]
         Transport::MqttWs => Box::new(mqtt::MqttConnection::new(session, true)),
+        #[allow(unreachable_patterns)]
+        _ => {
+            let _ = session;
+            Box::new(NotBuilt(transport))
+        }
     }
+}
+
+/// A transport this build leaves out (its cargo feature is off): every request fails with
+/// [`Transport::check_built`]'s error. The builder refuses such a transport first; this only
+/// keeps [`open`] total.
+struct NotBuilt(Transport);
+
+impl Connection for NotBuilt {
+    fn send<'a>(
+        &'a mut self,
+        _request: &'a Request<'a>,
+    ) -> BoxFuture<'a, Result<RawResponse, Failure>> {
+        let error = self
+            .0
+            .check_built()
+            .err()
+            .unwrap_or_else(|| Error::config(format!("{} is not available", self.0.name())));
+        Box::pin(std::future::ready(Err(Failure::Fatal(error))))
+    }
+
+    fn reset(&mut self) {}
 }
 
 /// One request to DPS.
