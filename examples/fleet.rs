@@ -290,7 +290,6 @@ async fn run() -> Result<(), Box<dyn Error>> {
         "fleet: {n} devices, {} in flight, over {transport:?}, group members '{}0..'",
         options.in_flight, options.prefix
     );
-    let permits = Arc::new(tokio::sync::Semaphore::new(options.in_flight));
     let finished = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let progress = {
@@ -308,18 +307,26 @@ async fn run() -> Result<(), Box<dyn Error>> {
             }
         })
     };
+    // At most `in_flight` devices at once, and only those exist as tasks: the next starts when
+    // one ends, so memory follows what is in flight, not the size of the fleet.
+    let in_flight = options.in_flight;
     let mut tasks = tokio::task::JoinSet::new();
+    let mut outcomes = Vec::with_capacity(n);
+    let joined = |result: Result<Outcome, tokio::task::JoinError>| {
+        result.map_err(|e| format!("a device task failed: {e}"))
+    };
     for i in 0..n {
+        while tasks.len() >= in_flight {
+            if let Some(result) = tasks.join_next().await {
+                outcomes.push(joined(result)?);
+            }
+        }
         let registration_id = format!("{}{i}", options.prefix);
-        let (target, permits, finished) = (target.clone(), permits.clone(), finished.clone());
+        let (target, finished) = (target.clone(), finished.clone());
         tasks.spawn(async move {
-            let permit = permits.acquire_owned().await;
-            let result = match permit {
-                Ok(_permit) => device(&target, transport, min_poll, &registration_id)
-                    .await
-                    .map_err(|e| chain(e.as_ref())),
-                Err(e) => Err(e.to_string()),
-            };
+            let result = device(&target, transport, min_poll, &registration_id)
+                .await
+                .map_err(|e| chain(e.as_ref()));
             finished.fetch_add(1, Ordering::Relaxed);
             Outcome {
                 registration_id,
@@ -327,9 +334,8 @@ async fn run() -> Result<(), Box<dyn Error>> {
             }
         });
     }
-    let mut outcomes = Vec::with_capacity(n);
-    while let Some(joined) = tasks.join_next().await {
-        outcomes.push(joined.map_err(|e| format!("a device task failed: {e}"))?);
+    while let Some(result) = tasks.join_next().await {
+        outcomes.push(joined(result)?);
     }
     let elapsed = started.elapsed();
     progress.abort();
