@@ -51,6 +51,13 @@ cargo test --workspace --all-targets --locked
 step "official Azure IoT Node.js SDK against the dps-emulator"
 scripts/node-sdk-test.sh
 
+step "one-transport builds: the device example with HTTPS only and with MQTT only, hsm-x509 on ring"
+# Each selects its own features (only the named package is built), as a device build does.
+cargo test --locked -p hsm-device-example
+cargo test --locked -p hsm-device-example --no-default-features --features mqtt
+cargo test --locked -p hsm-x509 --no-default-features --features ring
+cargo check --locked -p provisioning --no-default-features --features websocket
+
 step "cargo test --workspace --doc"
 cargo test --workspace --doc --locked
 
@@ -66,7 +73,7 @@ step "cargo package --workspace: every publishable crate packaged, unpacked and 
 # Our unpublished crates come from a local overlay of the workspace's own packages; the rest from
 # crates.io, as for a user.
 # (--allow-dirty: packages what is in the working tree, committed or not.)
-cargo package --workspace --exclude hsm-examples --exclude hsm-examples-tpm --locked --quiet \
+cargo package --workspace --exclude hsm-examples --exclude hsm-examples-tpm --exclude hsm-device-example --locked --quiet \
   --allow-dirty
 
 step "cargo run --example quickstart"

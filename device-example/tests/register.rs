@@ -77,3 +77,40 @@ fn wrong_arguments_print_the_usage() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("usage: register_x509"));
 }
+
+/// The build has the one transport its feature names, and the client refuses the other with
+/// a typed error naming the feature.
+#[test]
+fn only_the_chosen_transport_is_built() {
+    use provisioning::{ProvisioningClient, Transport};
+    let (built, left_out) = if cfg!(feature = "https") {
+        (Transport::Https, Transport::Mqtt)
+    } else {
+        (Transport::Mqtt, Transport::Https)
+    };
+    assert!(built.is_built());
+    // In a whole-workspace build the other members turn every transport back on (cargo unifies
+    // features); built alone, as scripts/test.sh builds it once per transport, only one is in.
+    if Transport::MqttWs.is_built() {
+        eprintln!("a whole-workspace build: every transport is built; checked per package");
+        return;
+    }
+    assert!(!left_out.is_built());
+    let ca = TestCa::new("device CA");
+    let device = ca.issue_client("device-build-02", &rcgen::PKCS_ECDSA_P256_SHA256);
+    let identity = hsm_x509::X509IdentityBuilder::new()
+        .certificates(device.chain_pem.as_bytes())
+        .key(device.key_pem.as_bytes())
+        .build()
+        .unwrap();
+    let error = ProvisioningClient::builder("localhost", "0ne00000001")
+        .transport(left_out)
+        .x509(std::sync::Arc::new(identity))
+        .build()
+        .unwrap_err();
+    assert!(matches!(error, provisioning::Error::Config { .. }), "{error:?}");
+    assert!(
+        error.to_string().contains(&format!("`{}` feature is off", left_out.feature())),
+        "{error}"
+    );
+}
