@@ -108,9 +108,14 @@ fn only_the_chosen_transport_is_built() {
         .x509(std::sync::Arc::new(identity))
         .build()
         .unwrap_err();
-    assert!(matches!(error, provisioning::Error::Config { .. }), "{error:?}");
     assert!(
-        error.to_string().contains(&format!("`{}` feature is off", left_out.feature())),
+        matches!(error, provisioning::Error::Config { .. }),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("`{}` feature is off", left_out.feature())),
         "{error}"
     );
 }
