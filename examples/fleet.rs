@@ -95,7 +95,6 @@ fn options() -> Result<Options, String> {
                 options.transport = match value()?.as_str() {
                     "https" => Transport::Https,
                     "mqtt" => Transport::Mqtt,
-                    "mqtt-ws" => Transport::MqttWs,
                     other => return Err(format!("unknown transport {other} (https, mqtt)")),
                 }
             }
