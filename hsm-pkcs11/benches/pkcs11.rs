@@ -337,29 +337,15 @@ fn thread_scaling(settings: &Settings, key: &hsm_pkcs11::Pkcs11Key, handle: &Arc
         rate(threads * per_thread, start.elapsed())
     };
     // The token's own scaling: bare cryptoki, one session per thread.
-    let token = key.token();
-    let digest = sha2::Sha256::digest(message);
     let bare = |threads: usize| {
         let per_thread = settings.signs;
         let start = Instant::now();
         std::thread::scope(|scope| {
             for _ in 0..threads {
                 scope.spawn(|| {
-                    let session = token
-                        .module()
-                        .context()
-                        .open_ro_session(token.slot())
-                        .expect("session");
-                    let object = session
-                        .find_objects(&[
-                            Attribute::Class(ObjectClass::PRIVATE_KEY),
-                            Attribute::Label(b"bench".to_vec()),
-                        ])
-                        .expect("find")[0];
+                    let signer = BareSigner::new(key, b"bench");
                     for _ in 0..per_thread {
-                        session
-                            .sign(&Mechanism::Ecdsa, object, &digest)
-                            .expect("sign");
+                        signer.sign();
                     }
                 });
             }
