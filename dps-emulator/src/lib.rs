@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod amqp;
 mod clock;
 mod config;
 mod enrollment;
@@ -58,6 +59,7 @@ pub struct EmulatorBuilder {
     enrollments: Enrollments,
     https: SocketAddr,
     mqtt: Option<SocketAddr>,
+    amqp: Option<SocketAddr>,
     ca: Option<(String, String)>,
     server_names: Vec<String>,
     state_file: Option<PathBuf>,
@@ -81,6 +83,7 @@ impl Default for EmulatorBuilder {
             enrollments: Enrollments::default(),
             https: SocketAddr::from(([127, 0, 0, 1], 0)),
             mqtt: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            amqp: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             ca: None,
             server_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             state_file: None,
@@ -184,6 +187,14 @@ impl EmulatorBuilder {
         self
     }
 
+    /// The AMQP-over-TLS listening address (default `127.0.0.1:0`); `None` turns AMQP off.
+    /// AMQP over WebSockets is served on the HTTPS port either way.
+    #[must_use]
+    pub fn amqp_listen(mut self, addr: Option<SocketAddr>) -> Self {
+        self.amqp = addr;
+        self
+    }
+
     /// Uses this CA (PEM certificate and PKCS#8 key) instead of generating one, so clients keep
     /// trusting the emulator across restarts.
     #[must_use]
@@ -249,7 +260,9 @@ impl EmulatorBuilder {
             key.clone_key(),
             &[b"http/1.1"],
         )?;
-        let mqtt_tls = tls::server_config(provider, chain, key, &[b"mqtt"])?;
+        let mqtt_tls =
+            tls::server_config(provider.clone(), chain.clone(), key.clone_key(), &[b"mqtt"])?;
+        let amqp_tls = tls::server_config(provider, chain, key, &[])?;
         let service = Arc::new(Service::new(
             self.settings,
             self.enrollments,
@@ -294,15 +307,34 @@ impl EmulatorBuilder {
                 TlsAcceptor::from(Arc::new(mqtt_tls)),
                 service.clone(),
                 self.limits,
-                watch_rx,
+                watch_rx.clone(),
                 mqtt::serve_session,
             )));
         }
-        tracing::info!(%https_addr, ?mqtt_addr, id_scope = %service.settings.id_scope, "dps-emulator listening");
+        let mut amqp_addr = None;
+        if let Some(addr) = self.amqp {
+            let amqp_listener = bind(addr).await?;
+            amqp_addr = Some(
+                amqp_listener
+                    .local_addr()
+                    .map_err(|source| Error::Bind { addr, source })?,
+            );
+            tasks.push(tokio::spawn(listener::serve(
+                "amqp",
+                amqp_listener,
+                TlsAcceptor::from(Arc::new(amqp_tls)),
+                service.clone(),
+                self.limits,
+                watch_rx,
+                amqp::serve_session,
+            )));
+        }
+        tracing::info!(%https_addr, ?mqtt_addr, ?amqp_addr, id_scope = %service.settings.id_scope, "dps-emulator listening");
         Ok(Emulator {
             service,
             https_addr,
             mqtt_addr,
+            amqp_addr,
             shutdown,
             tasks,
         })
@@ -323,6 +355,7 @@ pub struct Emulator {
     service: Arc<Service>,
     https_addr: SocketAddr,
     mqtt_addr: Option<SocketAddr>,
+    amqp_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -341,6 +374,12 @@ impl Emulator {
     /// The MQTT endpoint's address, if MQTT is on.
     pub fn mqtt_addr(&self) -> Option<SocketAddr> {
         self.mqtt_addr
+    }
+
+    /// The AMQP-over-TLS endpoint's address, if AMQP is on. (AMQP over WebSockets is at
+    /// [`https_addr`](Self::https_addr), `/$iothub/websocket`, subprotocol `AMQPWSB10`.)
+    pub fn amqp_addr(&self) -> Option<SocketAddr> {
+        self.amqp_addr
     }
 
     /// Where the hubs are served: the MQTT endpoint (hub connections are told from DPS ones

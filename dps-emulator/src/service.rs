@@ -10,6 +10,7 @@ mod operation;
 mod register;
 
 pub(crate) use assign::sha256_hex;
+pub(crate) use auth::TpmKeys;
 pub(crate) use identity::HubIdentity;
 
 use std::collections::{HashMap, VecDeque};
@@ -93,6 +94,7 @@ pub(crate) struct Request<'a> {
 pub(crate) enum Transport {
     Https,
     Mqtt,
+    Amqp,
 }
 
 /// What to send back.
@@ -500,6 +502,53 @@ impl Service {
         }
     }
 
+    /// Authenticates a device at AMQP's SASL layer (`PLAIN`, or `TPM`'s last step): the ID
+    /// scope and registration id checked, then the SAS token. `Err` is the refusal, for the
+    /// log (SASL answers only `auth`).
+    pub(crate) fn authenticate_sasl(
+        &self,
+        id_scope: &str,
+        registration_id: &str,
+        token: &str,
+    ) -> Result<(), Reply> {
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let request = Request {
+            id_scope,
+            registration_id: registration_id.to_owned(),
+            api_version: None,
+            kind: RequestKind::Connect,
+            authorization: Some(token.to_owned()),
+            client_chain: &[],
+            transport: Transport::Amqp,
+        };
+        self.check_identity(&request)?;
+        self.authenticate(&request, None).map(|_| ())
+    }
+
+    /// AMQP's SASL `TPM` challenge: the activation blob for the enrolled TPM with these keys
+    /// (its key kept for the token that must follow), or the refusal.
+    pub(crate) fn tpm_sasl_challenge(
+        &self,
+        id_scope: &str,
+        registration_id: &str,
+        keys: &auth::TpmKeys,
+    ) -> Result<Vec<u8>, Reply> {
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let request = Request {
+            id_scope,
+            registration_id: registration_id.to_owned(),
+            api_version: None,
+            kind: RequestKind::Connect,
+            authorization: None,
+            client_chain: &[],
+            transport: Transport::Amqp,
+        };
+        self.check_identity(&request)?;
+        self.tpm_blob(&request, keys)
+    }
+
     fn check_common(&self, request: &Request<'_>) -> Result<(), Reply> {
         match request.api_version.as_deref() {
             None => {
@@ -518,6 +567,11 @@ impl Service {
             }
             Some(_) => {}
         }
+        self.check_identity(request)
+    }
+
+    /// The registration id is valid and the ID scope is this service's.
+    fn check_identity(&self, request: &Request<'_>) -> Result<(), Reply> {
         if hsm_core::RegistrationId::new(request.registration_id.as_str()).is_err() {
             return Err(Reply::error(
                 400,

@@ -1,7 +1,8 @@
-//! MQTT over WebSockets on the HTTPS port, as DPS and IoT Hub serve it: `GET
-//! /$iothub/websocket` with `Upgrade: websocket` and the subprotocol `mqtt` becomes a WebSocket
-//! (async-tungstenite) whose binary messages carry an MQTT session (ws_stream_tungstenite turns
-//! them back into bytes), served by the MQTT endpoint's code: DPS or a hub, by the CONNECT.
+//! MQTT and AMQP over WebSockets on the HTTPS port, as DPS and IoT Hub serve them: `GET
+//! /$iothub/websocket` with `Upgrade: websocket` and the subprotocol `mqtt` (or `AMQPWSB10`)
+//! becomes a WebSocket (async-tungstenite) whose binary messages carry an MQTT session (or an
+//! AMQP connection; ws_stream_tungstenite turns them back into bytes), served by the MQTT
+//! endpoint's code (DPS or a hub, by the CONNECT) or the AMQP endpoint's (DPS).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,8 +22,10 @@ use crate::service::{Reply, Service};
 
 /// The WebSocket endpoint's path.
 pub(crate) const PATH: &str = "/$iothub/websocket";
-/// The only subprotocol served.
-const PROTOCOL: &str = "mqtt";
+/// The MQTT subprotocol.
+const MQTT: &str = "mqtt";
+/// The AMQP subprotocol.
+const AMQP: &str = "AMQPWSB10";
 /// The largest WebSocket message accepted (an MQTT packet is at most 64 KiB to DPS, 256 KiB to
 /// a hub).
 const MAX_MESSAGE: usize = 1024 * 1024;
@@ -43,7 +46,13 @@ pub(crate) fn upgrade(
                 .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
         })
     };
-    let wants_mqtt = has(hyper::header::SEC_WEBSOCKET_PROTOCOL, PROTOCOL);
+    let protocol = if has(hyper::header::SEC_WEBSOCKET_PROTOCOL, MQTT) {
+        Some(MQTT)
+    } else if has(hyper::header::SEC_WEBSOCKET_PROTOCOL, AMQP) {
+        Some(AMQP)
+    } else {
+        None
+    };
     let key = headers.get(SEC_WEBSOCKET_KEY).cloned();
     let upgrade = request.method() == hyper::Method::GET
         && has(UPGRADE, "websocket")
@@ -55,13 +64,13 @@ pub(crate) fn upgrade(
             "A WebSocket upgrade (GET with Upgrade: websocket) is expected here.",
         ));
     };
-    if !wants_mqtt {
+    let Some(protocol) = protocol else {
         return reply(Reply::error(
             400,
             400_000,
-            "The WebSocket subprotocol must be mqtt.",
+            "The WebSocket subprotocol must be mqtt or AMQPWSB10.",
         ));
-    }
+    };
     let upgraded = hyper::upgrade::on(request);
     tokio::spawn(async move {
         let io = match upgraded.await {
@@ -80,15 +89,14 @@ pub(crate) fn upgrade(
             Some(config),
         )
         .await;
-        tracing::debug!(%peer, "MQTT over WebSockets");
-        crate::mqtt::serve_stream(
-            ws_stream_tungstenite::WsStream::new(socket),
-            peer,
-            chain,
-            service,
-            limits,
-        )
-        .await;
+        let stream = ws_stream_tungstenite::WsStream::new(socket);
+        if protocol == AMQP {
+            tracing::debug!(%peer, "AMQP over WebSockets");
+            crate::amqp::serve_stream(stream, peer, chain, service, limits).await;
+        } else {
+            tracing::debug!(%peer, "MQTT over WebSockets");
+            crate::mqtt::serve_stream(stream, peer, chain, service, limits).await;
+        }
     });
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -100,7 +108,7 @@ pub(crate) fn upgrade(
     }
     headers.insert(
         hyper::header::SEC_WEBSOCKET_PROTOCOL,
-        HeaderValue::from_static(PROTOCOL),
+        HeaderValue::from_static(protocol),
     );
     response
 }

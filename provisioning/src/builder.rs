@@ -17,8 +17,8 @@ use crate::client::{Config, platform_roots};
 use crate::endpoint::Endpoint;
 use crate::proxy::ProxySetting;
 use crate::{
-    CSR_API_VERSION, Clock, DEFAULT_API_VERSION, DEFAULT_MQTT_PORT, DEFAULT_TIMEOUT, Error,
-    ProvisioningClient, RetryPolicy, Transport,
+    CSR_API_VERSION, Clock, DEFAULT_AMQP_PORT, DEFAULT_API_VERSION, DEFAULT_MQTT_PORT,
+    DEFAULT_TIMEOUT, Error, ProvisioningClient, RetryPolicy, Transport,
 };
 
 /// Builds a [`ProvisioningClient`].
@@ -36,6 +36,7 @@ pub struct ProvisioningClientBuilder {
     timeout: Duration,
     retry: RetryPolicy,
     mqtt_port: u16,
+    amqp_port: u16,
     provider: Option<Arc<CryptoProvider>>,
     clock: Clock,
     proxy: ProxySetting,
@@ -56,6 +57,7 @@ impl ProvisioningClientBuilder {
             timeout: DEFAULT_TIMEOUT,
             retry: RetryPolicy::default(),
             mqtt_port: DEFAULT_MQTT_PORT,
+            amqp_port: DEFAULT_AMQP_PORT,
             provider: None,
             clock: Clock::new(),
             proxy: ProxySetting::default(),
@@ -153,6 +155,13 @@ impl ProvisioningClientBuilder {
     #[must_use]
     pub fn mqtt_port(mut self, port: u16) -> Self {
         self.mqtt_port = port;
+        self
+    }
+
+    /// The AMQP port on the global endpoint's host (default [`DEFAULT_AMQP_PORT`]).
+    #[must_use]
+    pub fn amqp_port(mut self, port: u16) -> Self {
+        self.amqp_port = port;
         self
     }
 
@@ -269,6 +278,7 @@ impl ProvisioningClientBuilder {
         Ok(ProvisioningClient::new(Config {
             endpoint,
             mqtt_port: self.mqtt_port,
+            amqp_port: self.amqp_port,
             id_scope,
             attestation,
             transport: self.transport,

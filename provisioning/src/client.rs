@@ -27,6 +27,8 @@ pub const CSR_API_VERSION: &str = "2025-07-01-preview";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(90);
 /// DPS's MQTT port.
 pub const DEFAULT_MQTT_PORT: u16 = 8883;
+/// DPS's AMQP port (AMQP 1.0 over TLS).
+pub const DEFAULT_AMQP_PORT: u16 = 5671;
 
 pub(crate) const USER_AGENT_VALUE: &str = concat!("hsm-provisioning/", env!("CARGO_PKG_VERSION"));
 
@@ -44,6 +46,7 @@ pub struct ProvisioningClient {
 pub(crate) struct Config {
     pub(crate) endpoint: Endpoint,
     pub(crate) mqtt_port: u16,
+    pub(crate) amqp_port: u16,
     pub(crate) id_scope: String,
     pub(crate) attestation: Arc<dyn Mechanism>,
     pub(crate) transport: Transport,
@@ -76,6 +79,7 @@ impl Config {
         crate::transport::Session {
             endpoint: self.endpoint.clone(),
             mqtt_port: self.mqtt_port,
+            amqp_port: self.amqp_port,
             tls: self.dps_tls.clone(),
             proxy: self.proxy.for_host(&self.endpoint.host).cloned(),
             id_scope: self.id_scope.clone(),

@@ -57,7 +57,8 @@ impl std::error::Error for ServiceError {}
 /// particular [`Unauthorized`](Self::Unauthorized), [`Rejected`](Self::Rejected),
 /// [`Failed`](Self::Failed), [`Tls`](Self::Tls), [`Driver`](Self::Driver) and the protocol
 /// errors [`MalformedResponse`](Self::MalformedResponse), [`ResponseTooLarge`](Self::ResponseTooLarge)
-/// and [`NotMqtt`](Self::NotMqtt): a server that answers nonsense answers it again.
+/// [`NotMqtt`](Self::NotMqtt) and [`NotAmqp`](Self::NotAmqp): a server that answers nonsense
+/// answers it again.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -157,6 +158,16 @@ pub enum Error {
     #[error("the server at the MQTT port does not speak MQTT: {reason}")]
     NotMqtt {
         /// What it answered.
+        reason: String,
+    },
+
+    /// The server on the AMQP port (or behind the AMQP WebSocket) does not speak AMQP 1.0 as
+    /// DPS does: another protocol header, a SASL exchange without the mechanism the
+    /// attestation needs or with malformed challenges, a link it refused, a frame the AMQP
+    /// library could not decode. Never retried.
+    #[error("the server does not speak AMQP as DPS does: {reason}")]
+    NotAmqp {
+        /// What it did.
         reason: String,
     },
 

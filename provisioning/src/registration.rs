@@ -57,6 +57,15 @@ pub struct Registration {
     pub(crate) network: HubNetwork,
 }
 
+impl Registration {
+    /// Whether hub connections built from it ([`HubClient::builder_for`](crate::hub::HubClient::builder_for))
+    /// use MQTT over WebSockets on port 443: when DPS was reached over a WebSocket (MQTT or
+    /// AMQP), as a network that allows nothing else needs.
+    pub fn hub_over_websocket(&self) -> bool {
+        self.network.websocket
+    }
+}
+
 /// The network settings a registration hands to its hub connection.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct HubNetwork {

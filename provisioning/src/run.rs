@@ -14,12 +14,42 @@ use tokio::time::Instant;
 
 use crate::attestation::{self, unexpected_challenge};
 use crate::client::Config;
-use crate::transport::{self, Connection, Failure, Request, RequestKind, Session};
+use crate::registration::HmacSource;
+use crate::transport::{
+    self, BoxFuture, Connection, Failure, Request, RequestKind, Session, TpmHandshake,
+};
 use crate::wire::{FinalState, RegisterBody, Reply, parse_reply};
 use crate::{Error, Registration, RegistrationStatus};
 
 /// How long the SAS tokens sent to DPS are valid.
 const SAS_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// A TPM's answer to a challenge made during the connection's handshake (AMQP): the
+/// identity key imported, then a registration token signed with it.
+struct TpmAnswer<'a> {
+    endorsement_key: Vec<u8>,
+    storage_root_key: Vec<u8>,
+    mechanism: &'a dyn attestation::Mechanism,
+    hmac: &'a HmacSource,
+    sas: &'a (dyn Fn() -> SasTokenBuilder + Sync),
+}
+
+impl TpmHandshake for TpmAnswer<'_> {
+    fn endorsement_key(&self) -> &[u8] {
+        &self.endorsement_key
+    }
+
+    fn storage_root_key(&self) -> &[u8] {
+        &self.storage_root_key
+    }
+
+    fn answer(&self, blob: Vec<u8>) -> BoxFuture<'_, Result<SasToken, Error>> {
+        Box::pin(async move {
+            self.mechanism.challenge(blob).await?;
+            self.hmac.token((self.sas)()).await
+        })
+    }
+}
 
 /// The state of one `register` call.
 pub(crate) struct Run<'a> {
@@ -86,6 +116,14 @@ impl<'a> Run<'a> {
                 Some(BASE64.encode(der))
             }
         };
+        // Over AMQP a TPM answers its challenge inside the SASL handshake.
+        let handshake_keys = match &evidence.tpm {
+            Some(keys) if config.transport.is_amqp() => Some((
+                BASE64.decode(&keys.endorsement_key),
+                BASE64.decode(&keys.storage_root_key),
+            )),
+            _ => None,
+        };
         let body = serde_json::to_vec(&RegisterBody {
             registration_id: registration_id.as_str(),
             tpm: evidence.tpm,
@@ -105,6 +143,18 @@ impl<'a> Run<'a> {
             }
             _ => None,
         };
+        let handshake = match (handshake_keys, &hmac) {
+            (Some((Ok(endorsement_key), Ok(storage_root_key))), Some(hmac)) => Some(TpmAnswer {
+                endorsement_key,
+                storage_root_key,
+                mechanism: mechanism.as_ref(),
+                hmac,
+                sas: &sas_builder,
+            }),
+            (None, _) => None,
+            _ => return Err(Error::config("the TPM's keys cannot be read back")),
+        };
+        let tpm = handshake.as_ref().map(|h| h as &dyn TpmHandshake);
         let mut connection = transport::open(config.transport, self.session(&registration_id));
         tracing::info!(registration_id = %registration_id, api_version = %config.api_version, "register");
         let mut challenged = false;
@@ -113,6 +163,7 @@ impl<'a> Run<'a> {
             let request = Request {
                 kind: RequestKind::Register { body: &body },
                 authorization: authorization.as_ref().map(SasToken::expose),
+                tpm,
             };
             let reply = match self
                 .request(connection.as_mut(), &request, &registration_id, None)
@@ -168,6 +219,7 @@ impl<'a> Run<'a> {
                             operation_id: &operation_id,
                         },
                         authorization: authorization.as_ref().map(SasToken::expose),
+                        tpm,
                     };
                     reply = self
                         .request(
@@ -403,7 +455,7 @@ impl<'a> Run<'a> {
             requests: self.requests,
             network: crate::registration::HubNetwork {
                 proxy: config.proxy_setting.clone(),
-                websocket: config.transport == crate::Transport::MqttWs,
+                websocket: config.transport.is_websocket(),
             },
         })
     }

@@ -3,6 +3,8 @@
 //! transport (MQTT over WebSockets, AMQP, a proxy under any of them) is a new module and a new
 //! arm in [`open`], nothing else.
 
+#[cfg(feature = "amqp")]
+pub(crate) mod amqp;
 #[cfg(feature = "https")]
 pub(crate) mod https;
 #[cfg(feature = "mqtt")]
@@ -37,6 +39,14 @@ pub enum Transport {
     /// TLS configuration (an X.509 client certificate still signs in the HSM). X.509 and
     /// symmetric key only.
     MqttWs,
+    /// AMQP 1.0 over TLS, port 5671 (see
+    /// [`ProvisioningClientBuilder::amqp_port`](crate::ProvisioningClientBuilder::amqp_port)).
+    /// Every attestation: X.509 (the TLS client certificate), symmetric key (SASL `PLAIN`
+    /// with the SAS token) and TPM (SASL `TPM`: the challenge arrives during the handshake).
+    Amqp,
+    /// AMQP 1.0 over a WebSocket (`wss://{host}:443/$iothub/websocket`, subprotocol
+    /// `AMQPWSB10`) on the endpoint's HTTPS port. Every attestation, as [`Amqp`](Self::Amqp).
+    AmqpWs,
 }
 
 impl Transport {
@@ -46,6 +56,8 @@ impl Transport {
             Self::Https => "HTTPS",
             Self::Mqtt => "MQTT",
             Self::MqttWs => "MQTT over WebSockets",
+            Self::Amqp => "AMQP",
+            Self::AmqpWs => "AMQP over WebSockets",
         }
     }
 
@@ -54,12 +66,26 @@ impl Transport {
         matches!(self, Self::Mqtt | Self::MqttWs)
     }
 
-    /// The cargo feature that builds it in: `"https"`, `"mqtt"` or `"websocket"`.
+    /// Whether it is AMQP (over TCP or a WebSocket).
+    pub fn is_amqp(self) -> bool {
+        matches!(self, Self::Amqp | Self::AmqpWs)
+    }
+
+    /// Whether it runs over a WebSocket on the HTTPS port.
+    pub fn is_websocket(self) -> bool {
+        matches!(self, Self::MqttWs | Self::AmqpWs)
+    }
+
+    /// The cargo feature that builds it in: `"https"`, `"mqtt"`, `"websocket"` or `"amqp"`
+    /// (AMQP over WebSockets needs `"amqp"` and `"websocket"`: this names the one missing).
     pub fn feature(self) -> &'static str {
         match self {
             Self::Https => "https",
             Self::Mqtt => "mqtt",
             Self::MqttWs => "websocket",
+            Self::Amqp => "amqp",
+            Self::AmqpWs if cfg!(feature = "amqp") => "websocket",
+            Self::AmqpWs => "amqp",
         }
     }
 
@@ -69,6 +95,8 @@ impl Transport {
             Self::Https => cfg!(feature = "https"),
             Self::Mqtt => cfg!(feature = "mqtt"),
             Self::MqttWs => cfg!(feature = "websocket"),
+            Self::Amqp => cfg!(feature = "amqp"),
+            Self::AmqpWs => cfg!(all(feature = "amqp", feature = "websocket")),
         }
     }
 
@@ -91,8 +119,8 @@ impl Transport {
     /// The ALPN protocol its TLS connections offer, if any.
     pub(crate) fn alpn(self) -> Option<&'static [u8]> {
         match self {
-            Self::Https | Self::MqttWs => Some(b"http/1.1"),
-            Self::Mqtt => None,
+            Self::Https | Self::MqttWs | Self::AmqpWs => Some(b"http/1.1"),
+            Self::Mqtt | Self::Amqp => None,
         }
     }
 }
@@ -121,6 +149,8 @@ pub(crate) struct Session {
     pub(crate) endpoint: Endpoint,
     /// DPS's MQTT port on the endpoint's host.
     pub(crate) mqtt_port: u16,
+    /// DPS's AMQP port on the endpoint's host.
+    pub(crate) amqp_port: u16,
     /// The TLS configuration (with the client certificate for X.509).
     pub(crate) tls: Arc<rustls::ClientConfig>,
     /// The HTTP proxy to tunnel through, if any.
@@ -139,6 +169,10 @@ pub(crate) fn open(transport: Transport, session: Session) -> Box<dyn Connection
         Transport::Mqtt => Box::new(mqtt::MqttConnection::new(session, false)),
         #[cfg(feature = "websocket")]
         Transport::MqttWs => Box::new(mqtt::MqttConnection::new(session, true)),
+        #[cfg(feature = "amqp")]
+        Transport::Amqp => Box::new(amqp::AmqpConnection::new(session, false)),
+        #[cfg(all(feature = "amqp", feature = "websocket"))]
+        Transport::AmqpWs => Box::new(amqp::AmqpConnection::new(session, true)),
         #[allow(unreachable_patterns)]
         _ => {
             let _ = session;
@@ -172,9 +206,31 @@ impl Connection for NotBuilt {
 #[derive(Debug)]
 pub(crate) struct Request<'a> {
     pub(crate) kind: RequestKind<'a>,
-    /// The `Authorization` (HTTPS) or CONNECT password (MQTT): a SAS token, or none for X.509
-    /// and a TPM's first request.
+    /// The `Authorization` (HTTPS), CONNECT password (MQTT) or SASL `PLAIN` password (AMQP): a
+    /// SAS token, or none for X.509 and a TPM's first request.
     pub(crate) authorization: Option<&'a str>,
+    /// A TPM that authenticates while the connection is made (AMQP's SASL `TPM`), for a
+    /// transport that can; the others answer with a 401 challenge instead.
+    pub(crate) tpm: Option<&'a dyn TpmHandshake>,
+}
+
+/// What a TPM brings to a connection that authenticates during its handshake (AMQP's SASL
+/// `TPM` mechanism) rather than with a 401 challenge: its keys, and the answer to the
+/// challenge.
+pub(crate) trait TpmHandshake: Send + Sync {
+    /// The endorsement key (marshaled `TPM2B_PUBLIC`).
+    fn endorsement_key(&self) -> &[u8];
+    /// The storage root key (marshaled `TPM2B_PUBLIC`).
+    fn storage_root_key(&self) -> &[u8];
+    /// Imports the identity key `blob` carries into the TPM and returns a SAS token signed
+    /// with it.
+    fn answer(&self, blob: Vec<u8>) -> BoxFuture<'_, Result<hsm_core::SasToken, Error>>;
+}
+
+impl std::fmt::Debug for dyn TpmHandshake + '_ {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TpmHandshake").finish_non_exhaustive()
+    }
 }
 
 /// What is asked.

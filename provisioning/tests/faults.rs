@@ -218,8 +218,8 @@ async fn retry_after_is_honoured_between_polls() {
 async fn a_malformed_answer_is_the_error_at_once_not_retried() {
     let emulator = start().await;
     for transport in TRANSPORTS {
-        // Requests DPS sees: MQTT's CONNECT is one more.
-        let connect = u64::from(transport == Transport::Mqtt);
+        // Requests DPS sees: MQTT's CONNECT and AMQP's SASL authentication are one more.
+        let connect = u64::from(transport != Transport::Https);
         for (target, requests) in [(FaultTarget::Register, 1), (FaultTarget::Poll, 2)] {
             emulator.clear_faults();
             emulator.inject(Fault::new(FaultKind::MalformedBody, 1000).on(target));

@@ -28,7 +28,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 #[test]
-fn x509_key_on_softhsm_over_both_transports() {
+fn x509_key_on_softhsm_over_every_transport() {
     SoftHsm::isolated(|softhsm| {
         softhsm.init_token("prov");
         let key_uri = uri(&softhsm.uri("prov", "device-key"));

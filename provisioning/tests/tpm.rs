@@ -1,6 +1,7 @@
 //! TPM attestation: hsm-tpm on swtpm against the emulator over HTTPS (EK/SRK registration, the
 //! 401 challenge, activation in the TPM, SAS signed in the TPM, the hub key imported on
-//! assignment), and the typed refusal of TPM over MQTT.
+//! assignment) and over AMQP and AMQP over WebSockets (the same, the challenge carried by SASL
+//! `TPM` in segments), and the typed refusal of TPM over MQTT.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -21,7 +22,7 @@ fn identity(swtpm: &Swtpm) -> Arc<TpmIdentity> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn tpm_on_swtpm_registers_over_https_and_imports_the_hub_key() {
+async fn tpm_on_swtpm_registers_over_https_and_amqp_and_imports_the_hub_key() {
     let swtpm = Swtpm::start();
     let device = identity(&swtpm);
     let id = device.registration_id().clone();
@@ -31,22 +32,36 @@ async fn tpm_on_swtpm_registers_over_https_and_imports_the_hub_key() {
         )
         .started()
         .await;
-    for round in 0..2 {
+    let transports = [Transport::Https, Transport::Amqp, Transport::AmqpWs];
+    for (transport, round) in transports.into_iter().flat_map(|t| [(t, 0), (t, 1)]) {
         let counter = Counter::default();
-        let client = client(&emulator, Transport::Https)
+        let client = client(&emulator, transport)
             .tpm(device.clone())
             .build()
             .unwrap();
+        let requests_before = emulator.requests();
         let registration = counter
             .wrap(client.register())
             .await
-            .unwrap_or_else(|e| panic!("round {round}: {e:?}"));
+            .unwrap_or_else(|e| panic!("{transport:?} round {round}: {e:?}"));
         assert_eq!(registration.status, RegistrationStatus::Assigned);
         assert_eq!(registration.registration_id, id);
         assert_eq!(registration.device_id, "tpm-device");
-        // Register (401 challenge), register with the TPM's SAS (202), poll (200).
-        assert_eq!(registration.requests, 3);
-        assert_eq!(counter.get(), 3);
+        // HTTPS: register (401 challenge), register with the TPM's SAS (202), poll (200).
+        // AMQP: the challenge is answered inside SASL (the service sees the challenge and
+        // the token as two requests), then register (202) and poll (200).
+        let (client_requests, service_requests) = if transport == Transport::Https {
+            (3, 3u64)
+        } else {
+            (2, 4)
+        };
+        assert_eq!(registration.requests, client_requests, "{transport:?}");
+        assert_eq!(counter.get(), client_requests, "{transport:?}");
+        assert_eq!(
+            emulator.requests() - requests_before,
+            service_requests,
+            "{transport:?}"
+        );
         let blob = registration.tpm_authentication_key.as_ref().unwrap();
         assert!(tpm_wire::ActivationBlob::parse(blob).is_ok());
         let HubCredentials::Sas(signer) = &registration.credentials else {
@@ -82,7 +97,7 @@ async fn tpm_on_swtpm_registers_over_https_and_imports_the_hub_key() {
         proves_on_hub(&emulator, &registration).await;
     }
     assert_eq!(emulator.registrations()[0].attestation.as_str(), "tpm");
-    assert_eq!(emulator.registrations()[0].registrations, 2);
+    assert_eq!(emulator.registrations()[0].registrations, 6);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -97,21 +112,27 @@ async fn unenrolled_tpm_is_unauthorized_at_once() {
         .enroll(Enrollment::tpm(device.registration_id().as_str(), other_ek))
         .started()
         .await;
-    let counter = Counter::default();
-    let started = Instant::now();
-    let error = counter
-        .wrap(
-            client(&emulator, Transport::Https)
-                .tpm(device)
-                .build()
-                .unwrap()
-                .register(),
-        )
-        .await
-        .unwrap_err();
-    assert!(matches!(error, Error::Unauthorized { .. }), "{error:?}");
-    assert_eq!(counter.get(), 1);
-    assert!(started.elapsed() < Duration::from_secs(2));
+    for transport in [Transport::Https, Transport::Amqp, Transport::AmqpWs] {
+        let counter = Counter::default();
+        let started = Instant::now();
+        let error = counter
+            .wrap(
+                client(&emulator, transport)
+                    .tpm(device.clone())
+                    .build()
+                    .unwrap()
+                    .register(),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, Error::Unauthorized { .. }),
+            "{transport:?}: {error:?}"
+        );
+        assert_eq!(counter.get(), 1, "{transport:?}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{transport:?}");
+    }
+    assert!(emulator.registrations().is_empty());
 }
 
 /// A TPM that must never be asked anything.

@@ -30,7 +30,7 @@ fn hub_chain(registration: &Registration) -> Vec<Vec<u8>> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn individual_certificate_enrollment_over_both_transports() {
+async fn individual_certificate_enrollment_over_every_transport() {
     let ca = TestCa::new("provisioning test CA");
     let (device, issued) = x509_device(&ca, "x509-dev-1");
     let emulator = emulator()
@@ -56,7 +56,7 @@ async fn individual_certificate_enrollment_over_both_transports() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn ca_group_enrollment_over_both_transports() {
+async fn ca_group_enrollment_over_every_transport() {
     let ca = TestCa::new("group CA");
     let emulator = emulator()
         .enroll_group(EnrollmentGroup::x509_ca("x509-group", ca.cert().clone()))
@@ -126,6 +126,7 @@ async fn untrusted_server_certificate_is_a_tls_error_without_retries() {
         )
         .trust_anchor(TestCa::new("not the emulator").cert().clone())
         .mqtt_port(emulator.mqtt_addr().unwrap().port())
+        .amqp_port(emulator.amqp_addr().unwrap().port())
         .transport(transport)
         .x509(device.clone())
         .build()
@@ -187,7 +188,7 @@ fn riot_root() -> DevRoot {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn riot_device_through_its_dev_root_over_both_transports() {
+async fn riot_device_through_its_dev_root_over_every_transport() {
     let root = riot_root();
     let emulator = emulator()
         .enroll_group(EnrollmentGroup::x509_ca(
@@ -267,7 +268,7 @@ fn cn_and_spki(der: &[u8]) -> (String, Vec<u8>) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn csr_issuance_over_both_transports_and_attestations() {
+async fn csr_issuance_over_every_transport_and_attestations() {
     let ca = TestCa::new("csr CA");
     let (device, issued) = x509_device(&ca, "csr-x509");
     let emulator = emulator()

@@ -65,9 +65,9 @@ impl Authenticated {
 
 /// A TPM's endorsement key and storage root key (marshaled `TPM2B_PUBLIC`s).
 #[derive(Clone, Debug)]
-pub(super) struct TpmKeys {
-    pub(super) ek: Vec<u8>,
-    pub(super) srk: Vec<u8>,
+pub(crate) struct TpmKeys {
+    pub(crate) ek: Vec<u8>,
+    pub(crate) srk: Vec<u8>,
 }
 
 /// The device-side half of a TPM registration: the key we duplicated to it.

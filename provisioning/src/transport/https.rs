@@ -84,6 +84,7 @@ pub(crate) async fn service_time(
     let request = Request {
         kind: RequestKind::Time,
         authorization: None,
+        tpm: None,
     };
     let answer = tokio::time::timeout(timeout, connection.exchange(&request)).await;
     match answer {

@@ -77,6 +77,7 @@ impl MqttConnection {
             id_scope,
             registration_id,
             api_version,
+            ..
         } = session;
         Self {
             endpoint: if websocket {

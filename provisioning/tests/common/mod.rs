@@ -15,7 +15,13 @@ use provisioning::{
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt as _};
 
-pub const TRANSPORTS: [Transport; 2] = [Transport::Https, Transport::Mqtt];
+/// Every transport: the suites that loop over it run each attestation over each.
+pub const TRANSPORTS: [Transport; 4] = [
+    Transport::Https,
+    Transport::Mqtt,
+    Transport::Amqp,
+    Transport::AmqpWs,
+];
 
 /// A device key (base64) for symmetric-key enrollments.
 pub const DEVICE_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -46,6 +52,7 @@ pub fn client(emulator: &Emulator, transport: Transport) -> ProvisioningClientBu
     ProvisioningClient::builder(emulator.global_endpoint(), emulator.id_scope())
         .trust_anchor(emulator.ca_certificate().clone())
         .mqtt_port(emulator.mqtt_addr().unwrap().port())
+        .amqp_port(emulator.amqp_addr().unwrap().port())
         .transport(transport)
         .retry_policy(fast_policy())
         .timeout(Duration::from_secs(30))
@@ -173,8 +180,14 @@ pub fn hub(
     emulator: &Emulator,
     registration: &Registration,
 ) -> provisioning::hub::HubClientBuilder {
+    // A registration over a WebSocket connects to its hub over one, at the HTTPS port.
+    let at = if registration.hub_over_websocket() {
+        emulator.https_addr()
+    } else {
+        emulator.hub_addr().unwrap()
+    };
     provisioning::hub::HubClient::builder_for(registration)
-        .connect_to(emulator.hub_addr().unwrap().to_string())
+        .connect_to(at.to_string())
         .timeout(Duration::from_secs(20))
 }
 

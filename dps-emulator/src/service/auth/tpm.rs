@@ -9,31 +9,64 @@ use zeroize::Zeroizing;
 
 use super::{Authenticated, DPS_KEY_NAME, Signed, TpmKeys, TpmSession, unauthorized};
 use crate::clock::random_bytes;
-use crate::enrollment::Enrollment;
+use crate::enrollment::{Enrollment, IndividualAttestation};
 use crate::service::{AttestationKind, Reply, Request, Service};
 
 impl Service {
     /// Answers a TPM device's first request: 401 with an activation blob that only its TPM can
     /// open, carrying a fresh key it must sign its SAS token with.
     pub(super) fn tpm_challenge(&self, id: &str, keys: &TpmKeys) -> Reply {
+        match self.issue_tpm_challenge(id, keys) {
+            Ok(blob) => Reply::json(
+                401,
+                &json!({
+                    "authenticationKey": BASE64.encode(blob),
+                    "keyName": "registration",
+                }),
+            ),
+            Err(reply) => reply,
+        }
+    }
+
+    /// A fresh identity key for the TPM with these keys, kept for its next token, and the
+    /// activation blob that carries it.
+    fn issue_tpm_challenge(&self, id: &str, keys: &TpmKeys) -> Result<Vec<u8>, Reply> {
         let key = Zeroizing::new(random_bytes(32));
         match activation_blob(keys, &key) {
             Ok(blob) => {
                 self.lock().tpm.insert(id.to_owned(), TpmSession { key });
                 tracing::info!(registration_id = %id, "TPM challenge issued");
-                Reply::json(
-                    401,
-                    &json!({
-                        "authenticationKey": BASE64.encode(blob),
-                        "keyName": "registration",
-                    }),
-                )
+                Ok(blob)
             }
-            Err(reason) => Reply::error(
+            Err(reason) => Err(Reply::error(
                 400,
                 400004,
                 &format!("The TPM endorsement or storage root key is not usable: {reason}"),
-            ),
+            )),
+        }
+    }
+
+    /// The SASL `TPM` challenge for `request`'s device: only for an individual TPM enrollment
+    /// with this EK.
+    pub(in crate::service) fn tpm_blob(
+        &self,
+        request: &Request<'_>,
+        keys: &TpmKeys,
+    ) -> Result<Vec<u8>, Reply> {
+        let id = request.registration_id.as_str();
+        let enrolled = {
+            let enrollments = self.enrollments.read().unwrap_or_else(|e| e.into_inner());
+            match enrollments.individual.get(id).map(|e| &e.attestation) {
+                Some(IndividualAttestation::Tpm { endorsement_key }) => {
+                    Some(*endorsement_key == keys.ek)
+                }
+                _ => None,
+            }
+        };
+        match enrolled {
+            Some(true) => self.issue_tpm_challenge(id, keys),
+            Some(false) => Err(unauthorized(request, "the EK is not the enrolled one")),
+            None => Err(unauthorized(request, "no TPM enrollment")),
         }
     }
 
