@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The official Azure IoT Node.js device SDKs, unmodified, against the dps-emulator:
 # - the provisioning client: symmetric key (individual, group-derived) and X.509 (individual, CA
-#   group) over HTTPS, MQTT and MQTT over WebSockets (port 443) must be assigned; a wrong key and a certificate from another CA
-#   must be refused (register.js);
+#   group) over HTTPS, MQTT, MQTT over WebSockets (port 443), AMQP (azure-iot-provisioning-device-amqp,
+#   port 5671) and AMQP over WebSockets must be assigned; a wrong key and a certificate from another
+#   CA must be refused (register.js);
 # - the hub client: devices provisioned by it connect to the emulator's hub (symmetric key and
 #   X.509), send telemetry the emulator records, read and report their twin; a wrong key is
 #   refused (hub.js).
 #
-# The SDK talks to the standard ports only, so the emulator listens on 127.0.0.1:443 (HTTPS) and
-# 127.0.0.1:8883 (MQTT): run as root (as CI does) or give the binary CAP_NET_BIND_SERVICE.
+# The SDK talks to the standard ports only, so the emulator listens on 127.0.0.1:443 (HTTPS),
+# 127.0.0.1:8883 (MQTT) and 127.0.0.1:5671 (AMQP): run as root (as CI does) or give the binary CAP_NET_BIND_SERVICE.
 # Needs node (>= 18) and npm, openssl, and the npm registry (packages pinned in
 # dps-emulator/tests/node-sdk/package-lock.json). KEEP_TMP=1 keeps the work folder.
 # Usage: ./scripts/node-sdk-test.sh
@@ -93,7 +94,7 @@ x509_ca = "certs/root.pem"
 iot_hubs = ["hub-group-x509.example.net"]
 TOML
 
-echo "starting the emulator on 127.0.0.1:443 (HTTPS) and 127.0.0.1:8883 (MQTT)"
+echo "starting the emulator on 127.0.0.1:443 (HTTPS), :8883 (MQTT) and :5671 (AMQP)"
 start_emulator "$WORK/emulator.toml"
 
 echo "registering with the official SDK"

@@ -48,6 +48,7 @@ pub(crate) struct ProvisioningSection {
     pub(crate) id_scope: Option<String>,
     pub(crate) transport: Option<String>,
     pub(crate) mqtt_port: Option<u16>,
+    pub(crate) amqp_port: Option<u16>,
     pub(crate) api_version: Option<String>,
     pub(crate) timeout_secs: Option<u64>,
     pub(crate) retries: Option<u32>,

@@ -28,6 +28,9 @@ pub(crate) struct EmulatorArgs {
     /// Listen for MQTT over TLS here (overrides the file).
     #[arg(long, value_name = "ADDR")]
     mqtt: Option<SocketAddr>,
+    /// Listen for AMQP over TLS here (overrides the file).
+    #[arg(long, value_name = "ADDR")]
+    amqp: Option<SocketAddr>,
     /// Write the CA certificate clients must trust to this PEM file [default: the file's
     /// `[tls] write_ca`, else dps-emulator-ca.pem in $XDG_RUNTIME_DIR, else
     /// ~/.cache/dps-emulator/ca.pem].
@@ -48,6 +51,9 @@ pub(crate) fn run(args: &EmulatorArgs) -> Result<(), Error> {
     }
     if let Some(addr) = args.mqtt {
         builder = builder.mqtt_listen(Some(addr));
+    }
+    if let Some(addr) = args.amqp {
+        builder = builder.amqp_listen(Some(addr));
     }
     tracing_subscriber::fmt()
         .with_env_filter(

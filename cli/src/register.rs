@@ -49,6 +49,11 @@ pub(crate) enum TransportArg {
     /// MQTT over a WebSocket on port 443 (wss://host/$iothub/websocket), for networks that
     /// allow only 443; the hub connection of `connect` uses it too.
     MqttWs,
+    /// AMQP 1.0 over TLS, port 5671 (every attestation; TPM through SASL).
+    Amqp,
+    /// AMQP 1.0 over a WebSocket on port 443 (every attestation); the hub connection of
+    /// `connect` uses MQTT over WebSockets.
+    AmqpWs,
 }
 
 impl TransportArg {
@@ -63,6 +68,8 @@ impl From<TransportArg> for Transport {
             TransportArg::Https => Transport::Https,
             TransportArg::Mqtt => Transport::Mqtt,
             TransportArg::MqttWs => Transport::MqttWs,
+            TransportArg::Amqp => Transport::Amqp,
+            TransportArg::AmqpWs => Transport::AmqpWs,
         }
     }
 }
@@ -86,6 +93,9 @@ pub(crate) struct RegisterArgs {
     /// The MQTT port on the endpoint's host [default: 8883].
     #[arg(long, value_name = "PORT", help_heading = "DPS")]
     mqtt_port: Option<u16>,
+    /// The AMQP port on the endpoint's host [default: 5671].
+    #[arg(long, value_name = "PORT", help_heading = "DPS")]
+    amqp_port: Option<u16>,
     /// A JSON payload for custom allocation (`@file.json` reads a file).
     #[arg(long, value_name = "JSON", help_heading = "DPS")]
     payload: Option<String>,
@@ -138,6 +148,7 @@ struct Settings {
     id_scope: String,
     transport: Transport,
     mqtt_port: Option<u16>,
+    amqp_port: Option<u16>,
     payload: Option<Value>,
     csr: bool,
     csr_key: Option<KeyLocation>,
@@ -173,7 +184,7 @@ impl Settings {
                     || Error::usage("invalid transport"),
                     |f| {
                         f.invalid(format!(
-                            "transport {text:?}: expected \"https\", \"mqtt\" or \"mqtt-ws\""
+                            "transport {text:?}: expected \"https\", \"mqtt\", \"mqtt-ws\", \"amqp\" or \"amqp-ws\""
                         ))
                     },
                 )
@@ -223,6 +234,7 @@ impl Settings {
             id_scope,
             transport: transport.into(),
             mqtt_port: args.mqtt_port.or(section.and_then(|s| s.mqtt_port)),
+            amqp_port: args.amqp_port.or(section.and_then(|s| s.amqp_port)),
             payload,
             csr: args.csr || csr_key.is_some() || section.and_then(|s| s.csr).unwrap_or(false),
             csr_key,
@@ -378,7 +390,7 @@ pub(crate) fn prepare(args: &RegisterArgs) -> Result<Prepared, Error> {
     // (a TPM that is unreachable as well must not turn it into a device error).
     if settings.transport.is_mqtt() && settings.device.is_tpm() {
         return Err(Error::usage(
-            "DPS has no TPM attestation over MQTT: use --transport https",
+            "DPS has no TPM attestation over MQTT: use --transport https or amqp",
         ));
     }
     let status = Status::new(!args.quiet);
@@ -408,6 +420,9 @@ pub(crate) fn prepare(args: &RegisterArgs) -> Result<Prepared, Error> {
         .timeout(settings.timeout);
     if let Some(port) = settings.mqtt_port {
         builder = builder.mqtt_port(port);
+    }
+    if let Some(port) = settings.amqp_port {
+        builder = builder.amqp_port(port);
     }
     if let Some(payload) = &settings.payload {
         builder = builder.payload(payload.clone());

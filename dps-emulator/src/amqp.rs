@@ -129,7 +129,13 @@ pub(crate) async fn serve_stream<S>(
     let ended = serve_connection(&mut connection, identity, &chain, &service, limits).await;
     match ended {
         Ok(()) => {
-            let _ = tokio::time::timeout(Duration::from_secs(1), connection.close()).await;
+            // The device closes the connection once its session ended; else we do.
+            if tokio::time::timeout(CLOSING, connection.on_close())
+                .await
+                .is_err()
+            {
+                let _ = tokio::time::timeout(CLOSING, connection.close()).await;
+            }
         }
         Err(Ended::Dropped) => {
             killed.kill();
@@ -137,7 +143,7 @@ pub(crate) async fn serve_stream<S>(
         }
         Err(Ended::Refused(reason)) => {
             tracing::debug!(%peer, reason, "AMQP session refused");
-            let _ = tokio::time::timeout(Duration::from_secs(1), connection.close()).await;
+            let _ = tokio::time::timeout(CLOSING, connection.close()).await;
         }
     }
 }
@@ -185,7 +191,31 @@ async fn serve_connection(
     .map_err(|_| Ended::Refused("no session in time".into()))?
     .map_err(|e| Ended::Refused(format!("session: {e}")))?;
     let mut links = attach(&mut session, identity.as_ref(), chain, limits).await?;
-    let authorization = identity.as_ref().map(|i| i.token.to_string());
+    let served = serve_links(&mut links, identity.as_ref(), chain, service).await;
+    if served.is_ok() {
+        // The device detached (it is done): close our end of its links and the session, as
+        // it waits for them before it closes the connection.
+        let _ = tokio::time::timeout(CLOSING, async {
+            let _ = links.answers.close().await;
+            let _ = links.requests.close().await;
+            let _ = session.end().await;
+        })
+        .await;
+    }
+    served
+}
+
+/// How long the polite end of a connection (links, session, then the device's close) may take.
+const CLOSING: Duration = Duration::from_secs(2);
+
+/// Answers the requests on `links` until the device detaches them.
+async fn serve_links(
+    links: &mut Links,
+    identity: Option<&Identity>,
+    chain: &[CertificateDer<'static>],
+    service: &Service,
+) -> Result<(), Ended> {
+    let authorization = identity.map(|i| i.token.to_string());
     loop {
         let delivery = match links.requests.recv::<Body<Value>>().await {
             Ok(d) => d,

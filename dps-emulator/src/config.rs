@@ -41,6 +41,8 @@ pub struct Config {
     #[serde(default)]
     mqtt: Option<MqttListen>,
     #[serde(default)]
+    amqp: Option<MqttListen>,
+    #[serde(default)]
     tls: Option<TlsConfig>,
     #[serde(default, rename = "enrollment")]
     enrollments: Vec<EnrollmentConfig>,
@@ -60,6 +62,7 @@ struct Listen {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// `[mqtt]` or `[amqp]`: where it listens, or `enabled = false`.
 struct MqttListen {
     #[serde(default)]
     listen: Option<SocketAddr>,
@@ -297,6 +300,13 @@ impl Config {
         if let Some(m) = &self.mqtt {
             b = b.mqtt_listen(if m.enabled {
                 Some(m.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))))
+            } else {
+                None
+            });
+        }
+        if let Some(a) = &self.amqp {
+            b = b.amqp_listen(if a.enabled {
+                Some(a.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))))
             } else {
                 None
             });

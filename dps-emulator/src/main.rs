@@ -20,6 +20,9 @@ struct Args {
     /// Listen for MQTT over TLS here (overrides the file).
     #[arg(long)]
     mqtt: Option<SocketAddr>,
+    /// Listen for AMQP over TLS here (overrides the file).
+    #[arg(long)]
+    amqp: Option<SocketAddr>,
     /// Write the CA certificate clients must trust to this PEM file [default: the file's
     /// `[tls] write_ca`, else dps-emulator-ca.pem in $XDG_RUNTIME_DIR, else
     /// ~/.cache/dps-emulator/ca.pem].
@@ -65,6 +68,9 @@ async fn run(args: Args) -> Result<(), dps_emulator::Error> {
     }
     if let Some(addr) = args.mqtt {
         builder = builder.mqtt_listen(Some(addr));
+    }
+    if let Some(addr) = args.amqp {
+        builder = builder.amqp_listen(Some(addr));
     }
     dps_emulator::serve_until_ctrl_c(builder, args.write_ca.or(file_ca)).await
 }

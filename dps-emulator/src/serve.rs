@@ -42,6 +42,13 @@ pub async fn serve_until_ctrl_c(
             emulator.iot_hubs().join(", ")
         );
     }
+    if let Some(amqp) = emulator.amqp_addr() {
+        println!("  amqp           amqps://{amqp}");
+    }
+    println!(
+        "  websockets     wss://{}/$iothub/websocket (mqtt, AMQPWSB10)",
+        emulator.https_addr()
+    );
     println!("  global host    {}", emulator.global_endpoint());
     println!("  CA certificate {}", ca_path.display());
     println!("press Ctrl-C to stop");

@@ -164,14 +164,14 @@ cert_issue() { # name CN issuer extensions
     -out "$CERTS/$1.pem" 2>/dev/null
 }
 
-# Starts the emulator binary $EMULATOR with its configuration on 127.0.0.1:443 (HTTPS) and :8883
+# Starts the emulator binary $EMULATOR with its configuration on 127.0.0.1:443 (HTTPS), :5671 (AMQP) and :8883
 # (MQTT), the ports the Node SDK talks to, writing its CA to $WORK/ca.pem and its log to
 # $WORK/emulator.log; waits until it is ready. Extra environment (e.g. RUST_LOG=warn) may precede.
 start_emulator() { # config [VAR=value...]
   local config=$1
   shift
   env "$@" "$EMULATOR" --config "$config" --https 127.0.0.1:443 --mqtt 127.0.0.1:8883 \
-    --write-ca "$WORK/ca.pem" >"$WORK/emulator.log" 2>&1 &
+    --amqp 127.0.0.1:5671 --write-ca "$WORK/ca.pem" >"$WORK/emulator.log" 2>&1 &
   EMULATOR_PID=$!
   for _ in $(seq 1 100); do
     grep -q "dps-emulator ready" "$WORK/emulator.log" && return 0

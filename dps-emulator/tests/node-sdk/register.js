@@ -1,5 +1,6 @@
 // Registers devices against the dps-emulator with the official Azure IoT Node.js device SDK,
-// unmodified, over HTTPS, MQTT and MQTT over WebSockets (wss://host:443/$iothub/websocket): symmetric key (individual and group-derived) and X.509
+// unmodified, over HTTPS, MQTT, MQTT over WebSockets (wss://host:443/$iothub/websocket), AMQP
+// (amqps://host:5671) and AMQP over WebSockets: symmetric key (individual and group-derived) and X.509
 // (individual and CA group) must end `assigned` with the expected hub and device id; a wrong key
 // and a certificate from another CA (same CN) must be refused with an error, never a hang.
 //
@@ -14,6 +15,7 @@ const path = require('path');
 const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
 const { Http } = require('azure-iot-provisioning-device-http');
 const { Mqtt, MqttWs } = require('azure-iot-provisioning-device-mqtt');
+const { Amqp, AmqpWs } = require('azure-iot-provisioning-device-amqp');
 const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
 const { X509Security } = require('azure-iot-security-x509');
 const { env, withTimeout } = require('./common');
@@ -46,6 +48,8 @@ const transports = {
   http: () => new Http(),
   mqtt: () => new Mqtt(),
   mqttws: () => new MqttWs(),
+  amqp: () => new Amqp(),
+  amqpws: () => new AmqpWs(),
 };
 
 function cases(t) {
@@ -127,17 +131,24 @@ async function runCase(t, c) {
     // (and for a 401 on an MQTT response topic) the SDK reports an UnauthorizedError; a CONNACK
     // refusal reaches the caller as MQTT.js's own error with the return code (5: not authorized),
     // untranslated by the SDK.
+    // Over AMQP the SDK hands a rejected request's AMQP error over as it is (condition
+    // amqp:unauthorized-access), and a SASL refusal (the symmetric key's credential is checked
+    // at SASL PLAIN) as the NotConnectedError of the connection the server then closed.
     const refusal =
-      error.name === 'UnauthorizedError' || (t.startsWith('mqtt') && error.code === 5);
+      error.name === 'UnauthorizedError' ||
+      (t.startsWith('mqtt') && error.code === 5) ||
+      (t.startsWith('amqp') &&
+        (error.condition === 'amqp:unauthorized-access' || error.name === 'NotConnectedError'));
     if (!refusal) {
       return {
         ok: false,
         ms,
-        detail: `${error.name}: ${error.message} (want UnauthorizedError or CONNACK 5)`,
+        detail: `${error.name}: ${error.message} ${error.condition || ''} (want UnauthorizedError, CONNACK 5 or an AMQP refusal)`,
       };
     }
     const code = error.code === undefined ? '' : ` (CONNACK ${error.code})`;
-    return { ok: true, ms, detail: `${error.name}: ${error.message}${code}` };
+    const condition = error.condition === undefined ? '' : ` (AMQP ${error.condition})`;
+    return { ok: true, ms, detail: `${error.name}: ${error.message}${code}${condition}` };
   }
   if (error) {
     return { ok: false, ms, detail: `${error.name}: ${error.message}` };
