@@ -71,7 +71,7 @@ id = "bench-x509-group"
 x509_ca = "certs/root.pem"
 TOML
 
-step "starting the emulator (release) on 127.0.0.1:443 (HTTPS) and 127.0.0.1:8883 (MQTT)"
+step "starting the emulator (release) on 127.0.0.1:443 (HTTPS), :8883 (MQTT) and :5671 (AMQP)"
 # warn: no per-registration log lines, so the server does the same small work for both clients.
 start_emulator "$WORK/emulator.toml" RUST_LOG=warn
 
@@ -89,6 +89,10 @@ rust_p() { sed -n "s/^$1.* p50 *\([0-9.]*\) ms *p99 *\([0-9.]*\) ms.*/\1 \2/p" "
 read -r RUST_SYM_P50 RUST_SYM_P99 < <(rust_p "symmetric key, HTTPS")
 read -r RUST_X509_P50 RUST_X509_P99 < <(rust_p "X.509 (P-256), HTTPS")
 read -r RUST_HUB_P50 RUST_HUB_P99 < <(rust_p "provisioned + first telemetry")
+read -r RUST_AMQP_P50 RUST_AMQP_P99 < <(rust_p "symmetric key, AMQP")
+# "  HTTPS, interleaved ... AMQP / HTTPS p50 0.987" (the first: symmetric key) -> "0.987"
+AMQP_HTTPS=$(sed -n 's/.*AMQP \/ HTTPS p50 \([0-9.]*\).*/\1/p' "$WORK/rust-bench.out" | head -1)
+[ -n "${RUST_AMQP_P50:-}" ] && [ -n "${AMQP_HTTPS:-}" ] || fail "cannot read the Rust bench's AMQP rows"
 [ -n "${RUST_SYM_P99:-}" ] && [ -n "${RUST_X509_P99:-}" ] && [ -n "${RUST_HUB_P99:-}" ] \
   || fail "cannot read the Rust bench output"
 
@@ -102,6 +106,7 @@ node_p() { node -e 'const r=JSON.parse(require("fs").readFileSync(process.argv[1
 read -r NODE_SYM_P50 NODE_SYM_P99 < <(node_p symmetric_key)
 read -r NODE_X509_P50 NODE_X509_P99 < <(node_p x509)
 read -r NODE_HUB_P50 NODE_HUB_P99 < <(node_p first_telemetry)
+read -r NODE_AMQP_P50 NODE_AMQP_P99 < <(node_p symmetric_key_amqp)
 
 # Median of the numbers on stdin.
 median() { sort -g | awk '{v[NR]=$1} END {if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
@@ -189,6 +194,10 @@ row "(a) X.509 p99 (ms)" "$RUST_X509_P99" "$NODE_X509_P99" "$(ratio "$RUST_X509_
 row "(a) first telemetry acked p50 (ms)" "$RUST_HUB_P50" "$NODE_HUB_P50" "$(ratio "$RUST_HUB_P50" "$NODE_HUB_P50")" \
   "<=0.25" "$(met "$(ratio "$RUST_HUB_P50" "$NODE_HUB_P50")" 0.25)"
 row "(a) first telemetry acked p99 (ms)" "$RUST_HUB_P99" "$NODE_HUB_P99" "$(ratio "$RUST_HUB_P99" "$NODE_HUB_P99")" "-" "-"
+row "(a) symmetric key AMQP p50 (ms)" "$RUST_AMQP_P50" "$NODE_AMQP_P50" "$(ratio "$RUST_AMQP_P50" "$NODE_AMQP_P50")" \
+  "<=0.25" "$(met "$(ratio "$RUST_AMQP_P50" "$NODE_AMQP_P50")" 0.25)"
+row "(a) symmetric key AMQP p99 (ms)" "$RUST_AMQP_P99" "$NODE_AMQP_P99" "$(ratio "$RUST_AMQP_P99" "$NODE_AMQP_P99")" "-" "-"
+row "(a) ours: AMQP / HTTPS p50" "$AMQP_HTTPS" "-" "-" "-" "-"
 row "(b) whole process wall (ms, median)" "$RUST_WALL" "$NODE_WALL" "$(ratio "$RUST_WALL" "$NODE_WALL")" \
   "<=0.2" "$(met "$(ratio "$RUST_WALL" "$NODE_WALL")" 0.2)"
 row "(b) whole process peak RSS (KiB)" "$RUST_RSS" "$NODE_RSS" "$(ratio "$RUST_RSS" "$NODE_RSS")" \

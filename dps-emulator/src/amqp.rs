@@ -90,6 +90,7 @@ pub(crate) async fn serve_stream<S>(
         sent: 0,
         inner: stream,
         killed: killed.clone(),
+        frames: FrameGuard::default(),
     };
     let identity = Arc::new(std::sync::Mutex::new(None));
     let opened = if header == SASL_HEADER {
@@ -503,6 +504,50 @@ struct Io<S> {
     sent: usize,
     inner: S,
     killed: Arc<Kill>,
+    frames: FrameGuard,
+}
+
+/// Follows the frame sizes in what the client sends and refuses a frame shorter than its own
+/// 8-byte header (fe2o3-amqp 0.18's decoders panic on one), as a framing error.
+#[derive(Debug, Default)]
+struct FrameGuard {
+    size: [u8; 4],
+    have: usize,
+    /// Bytes of the current frame (or protocol header) still to pass.
+    skip: usize,
+}
+
+impl FrameGuard {
+    fn check(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
+        while !bytes.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len());
+                self.skip -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            self.size[self.have] = bytes[0];
+            self.have += 1;
+            bytes = &bytes[1..];
+            if self.have == 4 {
+                self.have = 0;
+                if &self.size == b"AMQP" {
+                    // A protocol header (AMQP's after SASL's): 8 bytes.
+                    self.skip = 4;
+                    continue;
+                }
+                let size = u32::from_be_bytes(self.size) as usize;
+                if size < 8 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("a frame of {size} bytes is shorter than its header"),
+                    ));
+                }
+                self.skip = size - 4;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl<S> std::fmt::Debug for Io<S> {
@@ -532,7 +577,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Io<S> {
             self.sent += n;
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &read {
+            let this = &mut *self;
+            this.frames.check(&buf.filled()[before..])?;
+        }
+        read
     }
 }
 
@@ -577,6 +628,23 @@ mod tests {
         assert_eq!(parse_address("0ne1/registrations/"), None);
         assert_eq!(parse_address("0ne1/registrations/a/b"), None);
         assert_eq!(parse_address(""), None);
+    }
+
+    #[test]
+    fn frames_shorter_than_their_header_are_refused() {
+        let mut guard = FrameGuard::default();
+        // A SASL frame of 12 bytes, the AMQP header, a frame of 8, fed a byte at a time.
+        let stream = [
+            &[0, 0, 0, 12, 2, 1, 0, 0, 1, 2, 3, 4][..],
+            b"AMQP\x00\x01\x00\x00",
+            &[0, 0, 0, 8, 2, 0, 0, 0],
+        ]
+        .concat();
+        for byte in &stream {
+            guard.check(std::slice::from_ref(byte)).unwrap();
+        }
+        assert!(guard.check(&[0, 0, 0, 7]).is_err());
+        assert!(FrameGuard::default().check(&[0, 0, 0, 0]).is_err());
     }
 
     #[test]

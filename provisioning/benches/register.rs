@@ -1,5 +1,6 @@
 //! Registration latency: 1000 sequential registrations each for symmetric key and X.509 over
-//! HTTPS, every one with a new client and so a new TLS connection; then 1000 times "provisioned
+//! HTTPS and MQTT (each against the protocol floor) and over AMQP (against HTTPS in the same
+//! run), every one with a new client and so a new TLS connection; then 1000 times "provisioned
 //! and first telemetry acknowledged" (register, connect to the assigned hub over MQTT with the
 //! SAS credential, send one message, wait for the PUBACK), new connections each; prints p50
 //! and p99.
@@ -111,6 +112,57 @@ async fn measure(
     );
 }
 
+/// `n` registrations over AMQP and `n` over HTTPS by our client, interleaved (AMQP, HTTPS, ...)
+/// so that both see the same machine, each a new client and connection; prints both and the
+/// ratio of their p50s.
+async fn measure_amqp(
+    name: &str,
+    n: usize,
+    amqp: impl Fn() -> ProvisioningClientBuilder,
+    https: impl Fn() -> ProvisioningClientBuilder,
+) {
+    for _ in 0..10 {
+        amqp().build().unwrap().register().await.unwrap();
+        https().build().unwrap().register().await.unwrap();
+    }
+    let mut over_amqp = Vec::with_capacity(n);
+    let mut over_https = Vec::with_capacity(n);
+    for _ in 0..n {
+        let makes: [(&dyn Fn() -> ProvisioningClientBuilder, &mut Vec<Duration>); 2] =
+            [(&amqp, &mut over_amqp), (&https, &mut over_https)];
+        for (make, samples) in makes {
+            let started = Instant::now();
+            let registration = make().build().unwrap().register().await.unwrap();
+            samples.push(started.elapsed());
+            assert!(!registration.assigned_hub.is_empty());
+        }
+    }
+    let (p50, p99) = p50_p99(&mut over_amqp);
+    let (https_p50, https_p99) = p50_p99(&mut over_https);
+    println!("{name:<28} n={n}  p50 {p50:>8.3} ms  p99 {p99:>8.3} ms");
+    println!(
+        "  HTTPS, interleaved         n={n}  p50 {https_p50:>8.3} ms  p99 {https_p99:>8.3} ms  \
+         AMQP / HTTPS p50 {:.3}",
+        p50 / https_p50
+    );
+    report::row(
+        "provisioning",
+        &format!("registration p50 (ms), {name}, new client and connection each"),
+        &format!("{p50:.3} ms (p99 {p99:.3})"),
+        "-",
+        p50,
+        Goal::None,
+    );
+    report::row(
+        "provisioning",
+        &format!("registration p50, {name} / HTTPS (same run)"),
+        &format!("{p50:.3} ms"),
+        &format!("{https_p50:.3} ms"),
+        p50 / https_p50,
+        Goal::None,
+    );
+}
+
 /// Register, connect to the hub, first telemetry acknowledged: `n` times, each with a new
 /// provisioning client and new DPS and hub connections.
 async fn measure_first_telemetry(
@@ -171,6 +223,8 @@ struct Target {
     x509_der: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
     /// DPS's MQTT port.
     mqtt_port: u16,
+    /// DPS's AMQP port.
+    amqp_port: u16,
     /// Where the symmetric-key device's hub is reached.
     hub_address: String,
     /// Kept running for the in-process mode.
@@ -211,6 +265,9 @@ fn external(endpoint: String) -> Target {
         mqtt_port: std::env::var("DPS_BENCH_MQTT_PORT")
             .map(|p| p.parse().unwrap())
             .unwrap_or(provisioning::DEFAULT_MQTT_PORT),
+        amqp_port: std::env::var("DPS_BENCH_AMQP_PORT")
+            .map(|p| p.parse().unwrap())
+            .unwrap_or(provisioning::DEFAULT_AMQP_PORT),
         hub_address: env("DPS_BENCH_HUB"),
         _emulator: None,
     }
@@ -260,6 +317,7 @@ async fn in_process() -> Target {
         ),
         x509_der: der_pair(issued.chain_pem.as_bytes(), issued.key_pem.as_bytes()),
         mqtt_port: emulator.mqtt_addr().unwrap().port(),
+        amqp_port: emulator.amqp_addr().unwrap().port(),
         hub_address: emulator.hub_addr().unwrap().to_string(),
         _emulator: Some(emulator),
     }
@@ -345,6 +403,25 @@ fn main() {
             n,
             || mqtt().x509(target.x509.clone()),
             async || floor.mqtt(&x509_id, Auth::Certificate).await,
+        )
+        .await;
+        let amqp = || {
+            base()
+                .transport(Transport::Amqp)
+                .amqp_port(target.amqp_port)
+        };
+        measure_amqp(
+            "symmetric key, AMQP",
+            n,
+            || amqp().symmetric_key(target.symmetric.clone()),
+            || base().symmetric_key(target.symmetric.clone()),
+        )
+        .await;
+        measure_amqp(
+            "X.509 (P-256), AMQP",
+            n,
+            || amqp().x509(target.x509.clone()),
+            || base().x509(target.x509.clone()),
         )
         .await;
         measure_first_telemetry(n, &target.hub_address, || {

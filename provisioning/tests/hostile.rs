@@ -1,7 +1,8 @@
 //! Hostile servers: a hand-written HTTPS server answering with huge bodies, invalid JSON,
 //! missing fields, wrong operation and registration ids, a hub name that is not a host name, or
-//! nothing at all; and the emulator assigning forever. Every case ends in a typed error within
-//! the deadline.
+//! nothing at all; and the emulator assigning forever; servers on the MQTT and AMQP ports that
+//! speak something else or break the protocol. Every case ends in a typed error within the
+//! deadline. And hostile AMQP clients, which the emulator survives.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -723,5 +724,184 @@ async fn a_server_on_the_mqtt_port_that_does_not_speak_mqtt_is_named_so() {
         );
         assert!(!text.contains("PubAck("), "no Debug names: {text}");
         assert_eq!(connections.load(Ordering::SeqCst), 1, "not retried");
+    }
+}
+
+/// A SASL frame as fe2o3-amqp encodes it, with its length.
+fn sasl_frame(frame: fe2o3_amqp::frames::sasl::Frame) -> Vec<u8> {
+    use tokio_util::codec::Encoder as _;
+    let mut body = bytes::BytesMut::new();
+    fe2o3_amqp::frames::sasl::FrameCodec {}
+        .encode(frame, &mut body)
+        .unwrap();
+    let mut out = u32::try_from(body.len() + 4)
+        .unwrap()
+        .to_be_bytes()
+        .to_vec();
+    out.extend_from_slice(&body);
+    out
+}
+
+const SASL_HEADER: &[u8] = b"AMQP\x03\x01\x00\x00";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_on_the_amqp_port_that_breaks_amqp_is_named_so() {
+    use fe2o3_amqp::frames::sasl::Frame;
+    use fe2o3_amqp::types::sasl::{SaslCode, SaslOutcome};
+    let outcome_first = [
+        SASL_HEADER,
+        &sasl_frame(Frame::Outcome(SaslOutcome {
+            code: SaslCode::Ok,
+            additional_data: None,
+        })),
+    ]
+    .concat();
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (
+            b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec(),
+            "the SASL protocol header",
+        ),
+        // A frame shorter than its own header.
+        ([SASL_HEADER, &[0, 0, 0, 6, 2, 1][..]].concat(), "too short"),
+        // A frame that claims 2 GiB.
+        (
+            [SASL_HEADER, &[0x7f, 0xff, 0xff, 0xff, 2, 1, 0, 0][..]].concat(),
+            "a SASL frame",
+        ),
+        // An outcome before the mechanisms.
+        (outcome_first, "before the mechanisms"),
+        // A frame whose body is not a SASL performative.
+        (
+            [
+                SASL_HEADER,
+                &[0, 0, 0, 12, 2, 1, 0, 0, 0x00, 0x53, 0x10, 0x45][..],
+            ]
+            .concat(),
+            "undecodable SASL frame",
+        ),
+    ];
+    for (answer, says) in cases {
+        let answer: &'static [u8] = Box::leak(answer.into_boxed_slice());
+        let (port, ca, connections) = answers_with(answer).await;
+        let started = Instant::now();
+        let client = ProvisioningClient::builder(format!("localhost:{port}"), "0ne00000EMU")
+            .trust_anchor(ca.cert().clone())
+            .transport(provisioning::Transport::Amqp)
+            .amqp_port(port)
+            .symmetric_key(symmetric_key("hostile-dev", DEVICE_KEY))
+            .retry_policy(fast_policy())
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let error = client.register().await.unwrap_err();
+        assert!(matches!(error, Error::NotAmqp { .. }), "{says}: {error:?}");
+        let text = error.to_string();
+        assert!(
+            text.starts_with("the server does not speak AMQP as DPS does: ") && text.contains(says),
+            "{text}"
+        );
+        assert!(!error.is_transient());
+        assert_eq!(connections.load(Ordering::SeqCst), 1, "{says}: not retried");
+        assert!(started.elapsed() < Duration::from_secs(3), "{says}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_emulator_survives_hostile_amqp_clients() {
+    use fe2o3_amqp::frames::sasl::Frame;
+    use fe2o3_amqp::types::primitives::{Binary, Symbol};
+    use fe2o3_amqp::types::sasl::{SaslInit, SaslResponse};
+    let emulator = emulator()
+        .limits(dps_emulator::Limits {
+            read_timeout: Duration::from_secs(2),
+            ..dps_emulator::Limits::default()
+        })
+        .enroll(Enrollment::symmetric_key(
+            "amqp-survivor",
+            key_pair("amqp-survivor", DEVICE_KEY),
+        ))
+        .started()
+        .await;
+    let port = emulator.amqp_addr().unwrap().port();
+    let init = |mechanism: &str, response: &[u8]| {
+        sasl_frame(Frame::Init(SaslInit {
+            mechanism: Symbol::from(mechanism),
+            initial_response: Some(Binary::from(response.to_vec())),
+            hostname: None,
+        }))
+    };
+    let hostile: Vec<Vec<u8>> = vec![
+        b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+        // A frame shorter than its own header, after SASL and after AMQP headers.
+        [SASL_HEADER, &[0, 0, 0, 6, 2, 1][..]].concat(),
+        [b"AMQP\x00\x01\x00\x00", &[0, 0, 0, 5, 2][..]].concat(),
+        // Frames that claim 2 GiB.
+        [SASL_HEADER, &[0x7f, 0xff, 0xff, 0xff, 2, 1, 0, 0][..]].concat(),
+        [
+            b"AMQP\x00\x01\x00\x00",
+            &[0x7f, 0xff, 0xff, 0xff, 2, 0, 0, 0][..],
+        ]
+        .concat(),
+        // A response where the init belongs; an unoffered mechanism; TPM inits cut short.
+        [
+            SASL_HEADER,
+            &sasl_frame(Frame::Response(SaslResponse {
+                response: Binary::from(vec![0]),
+            })),
+        ]
+        .concat(),
+        [SASL_HEADER, &init("SCRAM-SHA-256", b"n,,n=x,r=y")].concat(),
+        [SASL_HEADER, &init("TPM", &[0])].concat(),
+        [SASL_HEADER, &init("TPM", b"\x00scope\x00")].concat(),
+        [SASL_HEADER, &init("PLAIN", b"\x00only-a-name")].concat(),
+        // The header, then silence.
+        SASL_HEADER.to_vec(),
+    ];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates({
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(emulator.ca_certificate().clone()).unwrap();
+            roots
+        })
+        .with_no_client_auth(),
+    ));
+    for bytes in &hostile {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let mut tls = connector
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+            .unwrap();
+        tls.write_all(bytes).await.unwrap();
+        tls.flush().await.unwrap();
+        // The emulator ends every one of them (within its 2 s read deadline, plus slack).
+        tokio::time::timeout(Duration::from_secs(10), async {
+            let mut buffer = [0u8; 4096];
+            loop {
+                match tls.read(&mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the emulator kept {bytes:?} open"));
+    }
+    // And still serves devices, over both AMQP transports.
+    for transport in [
+        provisioning::Transport::Amqp,
+        provisioning::Transport::AmqpWs,
+    ] {
+        let registration = client(&emulator, transport)
+            .symmetric_key(symmetric_key("amqp-survivor", DEVICE_KEY))
+            .assigned()
+            .await;
+        assert_eq!(registration.device_id, "amqp-survivor");
     }
 }

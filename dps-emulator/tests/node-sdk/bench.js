@@ -17,6 +17,7 @@ const https = require('https');
 
 const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
 const { Http } = require('azure-iot-provisioning-device-http');
+const { Amqp } = require('azure-iot-provisioning-device-amqp');
 const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
 const { X509Security } = require('azure-iot-security-x509');
 const { Client, Message } = require('azure-iot-device');
@@ -50,9 +51,9 @@ function freshAgent() {
   old.destroy();
 }
 
-async function registerOnce(security, want) {
+async function registerOnce(security, want, makeTransport = () => new Http()) {
   freshAgent();
-  const transport = new Http();
+  const transport = makeTransport();
   transport.setTransportOptions({ pollingInterval: 0 });
   const client = ProvisioningDeviceClient.create(host, idScope, transport, security());
   const result = await client.register();
@@ -97,15 +98,27 @@ async function sample(once, after) {
   return { p50_ms: round(percentile(samples, 0.5)), p99_ms: round(percentile(samples, 0.99)) };
 }
 
-async function measure(security, registrationId) {
-  return sample(() => registerOnce(security, registrationId), async () => {});
+async function measure(security, registrationId, makeTransport) {
+  return sample(() => registerOnce(security, registrationId, makeTransport), async () => {});
 }
 
 async function main() {
   const symmetric = await measure(() => new SymmetricKeySecurityClient(symId, symKey), symId);
   const x509 = await measure(() => new X509Security(x509Id, x509Cert), x509Id);
   const firstTelemetry = await sample(firstTelemetryOnce, (hub) => hub.close());
-  console.log(JSON.stringify({ n, symmetric_key: symmetric, x509, first_telemetry: firstTelemetry }));
+  // AMQP (azure-iot-provisioning-device-amqp): a new transport, so a new connection, each.
+  const symmetricAmqp = await measure(
+    () => new SymmetricKeySecurityClient(symId, symKey),
+    symId,
+    () => new Amqp(),
+  );
+  console.log(JSON.stringify({
+    n,
+    symmetric_key: symmetric,
+    x509,
+    first_telemetry: firstTelemetry,
+    symmetric_key_amqp: symmetricAmqp,
+  }));
   https.globalAgent.destroy();
 }
 

@@ -13,6 +13,8 @@ mod sasl;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::panic::AssertUnwindSafe;
+
 use bytes::Bytes;
 use fe2o3_amqp::connection::ConnectionHandle;
 use fe2o3_amqp::link::{RecvError, SendError};
@@ -23,6 +25,7 @@ use fe2o3_amqp::types::messaging::{
 };
 use fe2o3_amqp::types::primitives::{Binary, Symbol, Value};
 use fe2o3_amqp::{Receiver, Sender};
+use futures_util::FutureExt as _;
 use zeroize::Zeroizing;
 
 use super::{BoxFuture, Connection, Failure, Request, RequestKind, Session};
@@ -316,8 +319,17 @@ impl AmqpConnection {
             }
         }
         loop {
-            let delivery = while_open(connection, operation, receiver.recv::<Body<Value>>())
+            // serde_amqp 0.18 can panic on a hostile message (an element count that
+            // overflows): a malformed answer, not a crash of the device.
+            let received = AssertUnwindSafe(receiver.recv::<Body<Value>>()).catch_unwind();
+            let delivery = while_open(connection, operation, received)
                 .await?
+                .map_err(|_| {
+                    Failure::Fatal(malformed(
+                        operation,
+                        "its answer is not an AMQP message (the AMQP decoder failed on it)".into(),
+                    ))
+                })?
                 .map_err(|e| recv_failure(operation, e))?;
             let _ = receiver.accept(&delivery).await;
             let answer = Answer::read(delivery.into_message())
@@ -594,16 +606,42 @@ pub(super) fn find_io<'a>(
     None
 }
 
-/// Decodes `bytes` as an AMQP message (or, failing that, an AMQP error) and reads it as a DPS
-/// answer, as the AMQP transport does: for the fuzz target. Never panics.
+/// Decodes `bytes` as an AMQP message (or, failing that, an AMQP error, and a SASL frame) and
+/// reads it as a DPS answer, as the AMQP transport does: for the fuzz target. The AMQP
+/// library's own decoding runs guarded, as in the transport (serde_amqp 0.18 panics on some
+/// hostile input; the transport turns that into an error), with the panic hook silenced around
+/// it so that a fuzzer's abort-on-panic hook sees only panics of this crate's code.
 #[doc(hidden)]
 pub fn fuzz_amqp_reply(bytes: &[u8]) {
     use fe2o3_amqp::types::messaging::message::__private::Deserializable;
     let Ok(registration_id) = hsm_core::RegistrationId::new("fuzz") else {
         return;
     };
-    if let Ok(Deserializable(message)) =
-        serde_amqp::from_slice::<Deserializable<Message<Body<Value>>>>(bytes)
+    let guarded = |decode: &dyn Fn()| {
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(decode));
+        std::panic::set_hook(hook);
+    };
+    let mut message = None;
+    guarded(&|| {
+        let _ = sasl::fuzz_frame(bytes);
+    });
+    let mut error = None;
+    {
+        let message = &mut message;
+        let error = &mut error;
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            *message = serde_amqp::from_slice::<Deserializable<Message<Body<Value>>>>(bytes)
+                .ok()
+                .map(|Deserializable(m)| m);
+            *error = serde_amqp::from_slice::<definitions::Error>(bytes).ok();
+        }));
+        std::panic::set_hook(hook);
+    }
+    if let Some(message) = message
         && let Ok(answer) = Answer::read(message)
     {
         let raw = RawResponse {
@@ -614,8 +652,7 @@ pub fn fuzz_amqp_reply(bytes: &[u8]) {
         };
         let _ = crate::wire::parse_reply(&raw, Some("op"), &registration_id);
     }
-    let _ = sasl::fuzz_frame(bytes);
-    if let Ok(error) = serde_amqp::from_slice::<definitions::Error>(bytes) {
+    if let Some(error) = error {
         let raw = rejection(Some(error));
         let _ = crate::wire::parse_reply(&raw, None, &registration_id);
     }

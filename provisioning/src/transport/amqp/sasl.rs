@@ -24,7 +24,7 @@ use fe2o3_amqp::types::primitives::{Binary, Symbol};
 use fe2o3_amqp::types::sasl::{SaslCode, SaslInit, SaslResponse};
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_util::codec::{Decoder as _, Encoder as _, FramedRead, FramedWrite};
+use tokio_util::codec::{Encoder as _, FramedRead, FramedWrite};
 use zeroize::Zeroizing;
 
 use super::Failure;
@@ -174,7 +174,7 @@ pub(super) async fn authenticate(
 
 /// Decodes one SASL frame (the length-delimited body: the rest of the frame header, then the
 /// performative), refusing what fe2o3-amqp's decoder would trip over.
-fn decode(mut bytes: BytesMut) -> Result<Frame, Failure> {
+fn decode(bytes: BytesMut) -> Result<Frame, Failure> {
     // Data offset, type and two ignored bytes come first.
     if bytes.len() < 4 {
         return Err(not_amqp(format!(
@@ -182,11 +182,26 @@ fn decode(mut bytes: BytesMut) -> Result<Frame, Failure> {
             bytes.len() + 4
         )));
     }
-    let decoded = FrameCodec {}.decode(&mut bytes);
+    // The frame header's rest: data offset 2 (no extended header), type 1 (SASL).
+    if bytes[0] != 2 || bytes[1] != 1 {
+        return Err(not_amqp(format!(
+            "a frame of type {} (data offset {}) where a SASL frame belongs",
+            bytes[1], bytes[0]
+        )));
+    }
+    // The performative, decoded from the slice (serde_amqp's reader of a byte stream, which
+    // fe2o3-amqp's SASL codec uses, allocates whatever length a field claims before reading
+    // it); and serde_amqp 0.18 can panic on hostile input (an element count that overflows):
+    // a frame that cannot be decoded, not a crash of the device.
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        serde_amqp::from_slice::<Frame>(&bytes[4..])
+    }));
     match decoded {
-        Ok(Some(frame)) => Ok(frame),
-        Ok(None) => Err(not_amqp("an empty SASL frame".into())),
-        Err(e) => Err(not_amqp(format!("an undecodable SASL frame: {e}"))),
+        Ok(Ok(frame)) => Ok(frame),
+        Ok(Err(e)) => Err(not_amqp(format!("an undecodable SASL frame: {e}"))),
+        Err(_) => Err(not_amqp(
+            "an undecodable SASL frame (the AMQP decoder failed on it)".into(),
+        )),
     }
 }
 
