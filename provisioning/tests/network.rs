@@ -1,7 +1,8 @@
 //! Networks as they are: MQTT over WebSockets on the HTTPS port (DPS and the hub), and every
 //! transport through a real HTTP proxy (tinyproxy, started per test; its log proves each
 //! connection went through it): HTTPS with X.509, symmetric key and TPM on swtpm; MQTT over
-//! WebSockets with a key on SoftHSM2 and a symmetric key; MQTT over TCP; the hub over
+//! WebSockets with a key on SoftHSM2 and a symmetric key; MQTT over TCP; AMQP over TCP and over
+//! WebSockets (a TPM too, its SASL exchange through the tunnel); the hub over
 //! WebSockets through the proxy. Wrong proxy credentials, a proxy that is down, and the fault
 //! matrix over the new transport.
 #![allow(clippy::unwrap_used)]
@@ -171,17 +172,38 @@ async fn https_through_the_proxy_with_x509_and_symmetric_key() {
         "{}",
         tinyproxy.log()
     );
+    // AMQP over TCP and over a WebSocket on the HTTPS port, through the proxy too.
+    let amqp = emulator.amqp_addr().unwrap().port();
+    for transport in [Transport::Amqp, Transport::AmqpWs] {
+        client(&emulator, transport)
+            .proxy(proxy(&tinyproxy))
+            .symmetric_key(symmetric_key("px-sym", DEVICE_KEY))
+            .assigned()
+            .await;
+    }
+    assert_eq!(
+        tinyproxy.tunnels_to("localhost", amqp),
+        1,
+        "{}",
+        tinyproxy.log()
+    );
+    assert_eq!(
+        tinyproxy.tunnels_to("localhost", port),
+        3,
+        "{}",
+        tinyproxy.log()
+    );
     // Direct clients do not touch it.
     client(&emulator, Transport::Https)
         .proxy(ProxySetting::Direct)
         .symmetric_key(symmetric_key("px-sym", DEVICE_KEY))
         .assigned()
         .await;
-    assert_eq!(tinyproxy.tunnels_to("localhost", port), 2);
+    assert_eq!(tinyproxy.tunnels_to("localhost", port), 3);
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_tpm_registers_over_https_through_an_authenticating_proxy() {
+async fn a_tpm_registers_over_https_and_amqp_ws_through_an_authenticating_proxy() {
     let swtpm = hsm_testkit::swtpm::Swtpm::start();
     let tpm = hsm_tpm::Tpm::open(swtpm.tcti().parse().unwrap()).unwrap();
     let device = Arc::new(hsm_tpm::TpmIdentity::open(&tpm).unwrap());
@@ -193,13 +215,16 @@ async fn a_tpm_registers_over_https_through_an_authenticating_proxy() {
         ))
         .started()
         .await;
-    let registration = client(&emulator, Transport::Https)
-        .proxy(proxy(&tinyproxy))
-        .tpm(device)
-        .assigned()
-        .await;
-    assert!(registration.tpm_authentication_key.is_some());
-    assert!(tinyproxy.tunnels_to("localhost", emulator.https_addr().port()) >= 1);
+    // HTTPS (the 401 challenge), and AMQP over a WebSocket (SASL TPM) through the same proxy.
+    for transport in [Transport::Https, Transport::AmqpWs] {
+        let registration = client(&emulator, transport)
+            .proxy(proxy(&tinyproxy))
+            .tpm(device.clone())
+            .assigned()
+            .await;
+        assert!(registration.tpm_authentication_key.is_some());
+    }
+    assert!(tinyproxy.tunnels_to("localhost", emulator.https_addr().port()) >= 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -217,7 +242,13 @@ async fn wrong_proxy_credentials_and_a_proxy_that_is_down_are_typed_errors() {
         tinyproxy.port()
     ))
     .unwrap();
-    for transport in [Transport::Https, Transport::MqttWs, Transport::Mqtt] {
+    for transport in [
+        Transport::Https,
+        Transport::MqttWs,
+        Transport::Mqtt,
+        Transport::Amqp,
+        Transport::AmqpWs,
+    ] {
         let started = Instant::now();
         let error = client(&emulator, transport)
             .proxy(ProxySetting::Proxy(wrong.clone()))
