@@ -1,4 +1,5 @@
 //! The networks on the command line: `--transport mqtt-ws` (DPS and, for `connect`, the hub),
+//! `--transport amqp` and `amqp-ws` (with `--amqp-port`, and `transport = "amqp"` in a file),
 //! `HTTPS_PROXY` and `NO_PROXY` honoured, `--proxy` (and `none`), through a real tinyproxy whose
 //! log shows every tunnel; wrong proxy credentials (exit 1) and a proxy that is down (exit 4),
 //! the password never printed.
@@ -43,6 +44,57 @@ fn mqtt_over_websockets_for_dps_and_the_hub() {
         run.stdout.contains("telemetry         acknowledged"),
         "{run}"
     );
+}
+
+#[test]
+fn amqp_and_amqp_over_websockets_register_and_connect() {
+    let emu = emulator();
+    for transport in ["amqp", "amqp-ws"] {
+        let run = run(with(
+            emu.register(),
+            &[&device()[..], &["--transport".into(), transport.into()]].concat(),
+        ));
+        run.ok();
+        assert!(run.stdout.contains("assigned"), "{transport}: {run}");
+    }
+    // From the config file, then on to the hub (over MQTT on its port after plain AMQP).
+    let config = emu.path("amqp.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[provisioning]\ntransport = \"amqp\"\namqp_port = {}\n",
+            emu.emulator.amqp_addr().unwrap().port()
+        ),
+    )
+    .unwrap();
+    let mut args = with(emu.connect(), &device());
+    let at = args.iter().position(|a| a == "--amqp-port").unwrap();
+    args.drain(at..at + 2);
+    args.extend(["--config".into(), config.display().to_string()]);
+    let run = common::run(args);
+    run.ok();
+    assert!(
+        run.stdout.contains("telemetry         acknowledged"),
+        "{run}"
+    );
+    assert_eq!(emu.emulator.registrations()[0].registrations, 3);
+    // The file's transport and port are the ones used: AMQP at a closed port is a network error.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    std::fs::write(
+        &config,
+        format!("[provisioning]\ntransport = \"amqp\"\namqp_port = {port}\ntimeout_secs = 2\n"),
+    )
+    .unwrap();
+    let mut args = with(emu.register(), &device());
+    let at = args.iter().position(|a| a == "--amqp-port").unwrap();
+    args.drain(at..at + 2);
+    let at = args.iter().position(|a| a == "--timeout").unwrap();
+    args.drain(at..at + 2);
+    args.extend(["--config".into(), config.display().to_string()]);
+    common::run(args).code(4);
+    assert_eq!(emu.emulator.registrations()[0].registrations, 3);
 }
 
 #[test]

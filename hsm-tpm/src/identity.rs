@@ -345,12 +345,7 @@ pub(crate) fn ensure_primary(
     what: &'static str,
 ) -> Result<Public, Error> {
     if conn.exists(handle)? {
-        let object = conn.object(handle, what)?;
-        let (public, _, _) = conn
-            .context()?
-            .read_public(object.into())
-            .map_err(Error::tpm(what, "TPM2_ReadPublic"))?;
-        return Ok(public);
+        return read_persistent(conn, handle, what);
     }
     log::info!("creating the {what} at {handle}");
     let created = conn
@@ -362,8 +357,30 @@ pub(crate) fn ensure_primary(
     let transient = ObjectHandle::from(created.key_handle);
     let persisted = persist(conn, transient, handle, what);
     flush(conn.context()?, transient);
-    persisted?;
+    if let Err(error) = persisted {
+        // Another process (through a broker) persisted it between our look and our
+        // EvictControl: the same primary (same template, same seed) is there now.
+        if conn.exists(handle)? {
+            log::info!("the {what} at {handle} was persisted by another process meanwhile");
+            return read_persistent(conn, handle, what);
+        }
+        return Err(error);
+    }
     Ok(created.out_public)
+}
+
+/// The public area of the persistent object at `handle`.
+fn read_persistent(
+    conn: &mut Connection,
+    handle: PersistentHandle,
+    what: &'static str,
+) -> Result<Public, Error> {
+    let object = conn.object(handle, what)?;
+    let (public, _, _) = conn
+        .context()?
+        .read_public(object.into())
+        .map_err(Error::tpm(what, "TPM2_ReadPublic"))?;
+    Ok(public)
 }
 
 /// The SRK at `handle`, created with the standard template if missing.

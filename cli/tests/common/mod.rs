@@ -181,6 +181,8 @@ impl Emu {
             self.ca.display().to_string(),
             "--mqtt-port".into(),
             self.emulator.mqtt_addr().unwrap().port().to_string(),
+            "--amqp-port".into(),
+            self.emulator.amqp_addr().unwrap().port().to_string(),
             "--timeout".into(),
             "20s".into(),
         ]
