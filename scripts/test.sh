@@ -73,6 +73,11 @@ step "cargo package --workspace: every publishable crate packaged, unpacked and 
 # Our unpublished crates come from a local overlay of the workspace's own packages; the rest from
 # crates.io, as for a user.
 # (--allow-dirty: packages what is in the working tree, committed or not.)
+# Cargo extracts the overlay's crates under $CARGO_HOME/registry/src/-<hash>/ and reuses an
+# extraction of the same name and version even when the crate has changed since (our version
+# stays 0.1.0 between releases): remove those local-registry extractions first (crates.io's
+# folder is index.crates.io-*, untouched).
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*
 cargo package --workspace --exclude hsm-examples --exclude hsm-examples-tpm --exclude hsm-device-example --locked --quiet \
   --allow-dirty
 
