@@ -35,7 +35,7 @@ command -v bc >/dev/null || tools+=(bc)
 step "building in release: the emulator, the register_once example, the register bench"
 cargo build --release --locked -p dps-emulator
 cargo build --release --locked -p provisioning --example register_once
-cargo bench --locked -p provisioning --bench register --no-run
+cargo bench --locked -p provisioning --features amqp --bench register --no-run
 TARGET=$(target_dir)
 EMULATOR=$TARGET/release/dps-emulator
 REGISTER_ONCE=$TARGET/release/examples/register_once
@@ -80,7 +80,7 @@ DPS_BENCH_ENDPOINT=localhost DPS_BENCH_SCOPE=$ID_SCOPE DPS_BENCH_CA=$WORK/ca.pem
   DPS_BENCH_SYM_ID=$SYM_ID DPS_BENCH_KEY=$SYM_KEY DPS_BENCH_X509_CHAIN=$CERTS/device.pem \
   DPS_BENCH_X509_KEY=$CERTS/device.key.pem DPS_BENCH_HUB=127.0.0.1:8883 \
   REGISTRATIONS=$REGISTRATIONS \
-  cargo bench --locked -p provisioning --bench register 2>"$WORK/rust-bench.err" \
+  cargo bench --locked -p provisioning --features amqp --bench register 2>"$WORK/rust-bench.err" \
   | tee "$WORK/rust-bench.out" || { cat "$WORK/rust-bench.err" >&2; fail "the Rust bench failed"; }
 grep -q "against the DPS at localhost" "$WORK/rust-bench.out" \
   || fail "the Rust bench did not use the external emulator"

@@ -39,8 +39,11 @@ for entry in "${BENCHES[@]}"; do
     echo "error: $crate/benches/$bench.rs is missing" >&2
     exit 1
   fi
-  printf '\n==> cargo bench -p %s --bench %s\n' "$crate" "$bench"
-  if cargo bench -p "$crate" --bench "$bench" --locked 2>"$logs/$bench.err" | tee "$logs/$bench.out"; then
+  # provisioning's AMQP transport is not a default feature; its benches measure it too.
+  features=()
+  [ "$crate" = provisioning ] && features=(--features amqp)
+  printf '\n==> cargo bench -p %s %s--bench %s\n' "$crate" "${features[*]:+${features[*]} }" "$bench"
+  if cargo bench -p "$crate" "${features[@]}" --bench "$bench" --locked 2>"$logs/$bench.err" | tee "$logs/$bench.out"; then
     collect "$logs/$bench.out" "$crate|"
   else
     echo "error: the $crate benchmark failed; its stderr:" >&2

@@ -5,7 +5,7 @@
 //! SAS credential, send one message, wait for the PUBACK), new connections each; prints p50
 //! and p99.
 //!
-//! `cargo bench -p provisioning --bench register` (set `REGISTRATIONS` to change the count;
+//! `cargo bench -p provisioning --features amqp --bench register` (set `REGISTRATIONS` to change the count;
 //! `cargo test --benches` runs 20 of each)
 //! registers against an in-process dps-emulator (Retry-After 0, loopback). With
 //! `DPS_BENCH_ENDPOINT` set it registers against that DPS instead (an emulator run as its own
@@ -121,6 +121,10 @@ async fn measure_amqp(
     amqp: impl Fn() -> ProvisioningClientBuilder,
     https: impl Fn() -> ProvisioningClientBuilder,
 ) {
+    assert!(
+        Transport::Amqp.is_built(),
+        "the AMQP rows need provisioning's `amqp` feature: cargo bench -p provisioning --features amqp --bench register"
+    );
     for _ in 0..10 {
         amqp().build().unwrap().register().await.unwrap();
         https().build().unwrap().register().await.unwrap();

@@ -70,8 +70,8 @@ pub enum Error {
         reason: String,
     },
 
-    /// DPS has no TPM attestation over MQTT; use HTTPS.
-    #[error("DPS does not support {attestation} attestation over MQTT; use HTTPS")]
+    /// DPS has no TPM attestation over MQTT; use HTTPS or AMQP.
+    #[error("DPS does not support {attestation} attestation over MQTT; use HTTPS or AMQP")]
     UnsupportedOverMqtt {
         /// The attestation mechanism, `"TPM"`.
         attestation: &'static str,

@@ -15,7 +15,9 @@ use provisioning::{
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt as _};
 
-/// Every transport: the suites that loop over it run each attestation over each.
+/// Every transport: the suites that loop over it run each attestation over each. AMQP needs
+/// the `amqp` feature (a workspace build has it; alone: `cargo test -p provisioning --features
+/// amqp`); without it those cases fail with the error that names the feature.
 pub const TRANSPORTS: [Transport; 4] = [
     Transport::Https,
     Transport::Mqtt,
