@@ -511,18 +511,7 @@ impl Service {
         registration_id: &str,
         token: &str,
     ) -> Result<(), Reply> {
-        self.requests
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let request = Request {
-            id_scope,
-            registration_id: registration_id.to_owned(),
-            api_version: None,
-            kind: RequestKind::Connect,
-            authorization: Some(token.to_owned()),
-            client_chain: &[],
-            transport: Transport::Amqp,
-        };
-        self.check_identity(&request)?;
+        let request = self.sasl_request(id_scope, registration_id, Some(token))?;
         self.authenticate(&request, None).map(|_| ())
     }
 
@@ -534,6 +523,18 @@ impl Service {
         registration_id: &str,
         keys: &auth::TpmKeys,
     ) -> Result<Vec<u8>, Reply> {
+        let request = self.sasl_request(id_scope, registration_id, None)?;
+        self.tpm_blob(&request, keys)
+    }
+
+    /// A SASL step as a request (counted), its ID scope and registration id checked; no API
+    /// version (the links carry it).
+    fn sasl_request<'a>(
+        &self,
+        id_scope: &'a str,
+        registration_id: &str,
+        token: Option<&str>,
+    ) -> Result<Request<'a>, Reply> {
         self.requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let request = Request {
@@ -541,12 +542,12 @@ impl Service {
             registration_id: registration_id.to_owned(),
             api_version: None,
             kind: RequestKind::Connect,
-            authorization: None,
+            authorization: token.map(str::to_owned),
             client_chain: &[],
             transport: Transport::Amqp,
         };
         self.check_identity(&request)?;
-        self.tpm_blob(&request, keys)
+        Ok(request)
     }
 
     fn check_common(&self, request: &Request<'_>) -> Result<(), Reply> {

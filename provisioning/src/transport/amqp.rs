@@ -235,7 +235,7 @@ impl AmqpConnection {
                 .attach(&mut session),
         )
         .await?
-        .map_err(|e| link_failure("attach the receiving link", &e))?;
+        .map_err(|e| open_failure("attach the receiving link", &e))?;
         let sender = within(
             "attach the sending link",
             Sender::builder()
@@ -246,7 +246,7 @@ impl AmqpConnection {
                 .attach(&mut session),
         )
         .await?
-        .map_err(|e| link_failure("attach the sending link", &e))?;
+        .map_err(|e| open_failure("attach the sending link", &e))?;
         tracing::debug!("connected (AMQP)");
         self.open = Some(Open {
             sender,
@@ -540,22 +540,9 @@ fn malformed(operation: &'static str, reason: String) -> Error {
     Error::MalformedResponse { operation, reason }
 }
 
-/// A failure to open the connection or its session: I/O is retried, the rest (another
-/// protocol, a frame fe2o3-amqp cannot decode, a refusal) is not.
+/// A failure to open the connection, begin its session or attach a link: I/O is retried, the
+/// rest (another protocol, a frame fe2o3-amqp cannot decode, a refused link) is not.
 fn open_failure(operation: &'static str, error: &(dyn std::error::Error + 'static)) -> Failure {
-    if let Some(io) = find_io(error) {
-        return Failure::Retry(Error::Io {
-            operation,
-            source: io.to_string().into(),
-        });
-    }
-    Failure::Fatal(Error::NotAmqp {
-        reason: format!("{operation}: {error}"),
-    })
-}
-
-/// A link DPS did not attach: a refusal (the address or the API version), not retried.
-fn link_failure(operation: &'static str, error: &(dyn std::error::Error + 'static)) -> Failure {
     if let Some(io) = find_io(error) {
         return Failure::Retry(Error::Io {
             operation,
